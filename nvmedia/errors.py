@@ -1,0 +1,141 @@
+"""The nvmedia error family.
+
+Every failure a user can meet is an ``NVMediaError`` carrying a stable ``code``
+(the strings of CONTRACT.md, also written to the manifest), a ``message`` that
+names the measured value and the limit, and a ``hint`` that says what to do::
+
+    NVMediaError
+    ├── InputError              the source itself: not_found, unreadable, empty
+    ├── MediaError              the media: unsupported_format, corrupt_media,
+    │                           too_large, too_long, cannot_fit_inline
+    ├── PlanError               the request: too_many_assets
+    ├── ProcessingError         running tools: ffmpeg_failed, timeout
+    ├── ConfigError             usage and configuration (CLI exit status 2)
+    └── AssetAPIError           the asset service: asset_api_error
+        ├── AuthError           auth_failed
+        └── UploadError         upload_failed
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+ERROR_CODES: Final = (
+    "not_found",
+    "unreadable",
+    "empty",
+    "unsupported_format",
+    "corrupt_media",
+    "too_large",
+    "too_long",
+    "cannot_fit_inline",
+    "too_many_assets",
+    "ffmpeg_failed",
+    "timeout",
+    "auth_failed",
+    "upload_failed",
+    "asset_api_error",
+    "config",
+)
+
+
+class NVMediaError(Exception):
+    """Base of every nvmedia error.
+
+    Args:
+        code: the stable error code (one of ``ERROR_CODES``).
+        message: what happened, with the measured value and the limit.
+        hint: what the user can do about it.
+    """
+
+    default_code = "asset_api_error"
+
+    def __init__(self, message: str, *, code: str | None = None, hint: str = "") -> None:
+        super().__init__(message)
+        self.code: str = code or self.default_code
+        self.message = message
+        self.hint = hint
+
+    def to_dict(self) -> dict[str, str]:
+        """The manifest's ``error`` object."""
+        return {"code": self.code, "message": self.message, "hint": self.hint}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keeps errors picklable across process pools (keyword-only arguments).
+        return (_rebuild, (type(self), self.message, self.code, self.hint))
+
+
+def _rebuild(cls: type[NVMediaError], message: str, code: str, hint: str) -> NVMediaError:
+    err = cls.__new__(cls)
+    NVMediaError.__init__(err, message, code=code, hint=hint)
+    return err
+
+
+class InputError(NVMediaError):
+    """The source cannot be read: ``not_found``, ``unreadable``, ``empty``."""
+
+    default_code = "unreadable"
+
+
+class MediaError(NVMediaError):
+    """The media is unusable or outside the profile's limits."""
+
+    default_code = "corrupt_media"
+
+
+class PlanError(NVMediaError):
+    """A request cannot satisfy the service's limits (``too_many_assets``)."""
+
+    default_code = "too_many_assets"
+
+
+class ProcessingError(NVMediaError):
+    """An external tool failed (``ffmpeg_failed``) or ran too long (``timeout``)."""
+
+    default_code = "ffmpeg_failed"
+
+
+class ConfigError(NVMediaError):
+    """A usage or configuration error: bad option, missing key, unknown profile."""
+
+    default_code = "config"
+
+
+class AssetAPIError(NVMediaError):
+    """The asset service refused or failed a call.
+
+    Attributes:
+        status_code: the HTTP status, when there was a response.
+    """
+
+    default_code = "asset_api_error"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, hint: str = "", status_code: int | None = None
+    ) -> None:
+        super().__init__(message, code=code, hint=hint)
+        self.status_code = status_code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_api, (type(self), self.message, self.code, self.hint, self.status_code))
+
+
+def _rebuild_api(
+    cls: type[AssetAPIError], message: str, code: str, hint: str, status_code: int | None
+) -> AssetAPIError:
+    return cls(message, code=code, hint=hint, status_code=status_code)
+
+
+class AuthError(AssetAPIError):
+    """The key was missing or refused (``auth_failed``)."""
+
+    default_code = "auth_failed"
+
+
+class UploadError(AssetAPIError):
+    """The presigned upload failed (``upload_failed``)."""
+
+    default_code = "upload_failed"
