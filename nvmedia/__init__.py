@@ -1,0 +1,76 @@
+"""nvmedia: make real-world media acceptable to NVIDIA's hosted multimodal models.
+
+The public names, nothing else. Heavy modules load on first use so that
+``import nvmedia`` and ``nvmedia --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AssetAPIError,
+    AuthError,
+    ConfigError,
+    InputError,
+    MediaError,
+    NVMediaError,
+    PlanError,
+    ProcessingError,
+    UploadError,
+)
+from .profiles import GENERIC, NEMOTRON_3_NANO_OMNI, Profile, get_profile
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AssetAPIError",
+    "AssetClient",
+    "AsyncAssetClient",
+    "AuthError",
+    "ConfigError",
+    "GENERIC",
+    "InputError",
+    "Item",
+    "MediaError",
+    "NEMOTRON_3_NANO_OMNI",
+    "NVMediaError",
+    "PlanError",
+    "Prepared",
+    "ProcessingError",
+    "Profile",
+    "UploadError",
+    "__version__",
+    "aprepare",
+    "get_profile",
+    "inspect",
+    "prepare",
+    "rewrite_messages",
+]
+
+_LAZY = {
+    "AssetClient": "assets",
+    "AsyncAssetClient": "assets",
+    "Item": "items",
+    "Prepared": "api",
+    "aprepare": "api",
+    "inspect": "api",
+    "prepare": "api",
+    "rewrite_messages": "api",
+}
+
+if TYPE_CHECKING:
+    from .api import Prepared, aprepare, inspect, prepare, rewrite_messages
+    from .assets import AssetClient, AsyncAssetClient
+    from .items import Item
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nvmedia' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
