@@ -1,0 +1,273 @@
+"""The library's front door: ``prepare``, ``aprepare``, ``inspect``, ``rewrite_messages``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from .errors import NVMediaError
+from .items import Item, Request
+from .pipeline import Delivery, ProgressFn, Settings, run
+from .plan import Mode
+from .profiles import Profile, get_profile
+from .sources import Group, SourceLike
+from .wire import AudioPartStyle, MediaPart, asset_headers, tags, text_part
+
+OnError = Literal["raise", "keep"]
+
+
+class Prepared:
+    """The result of ``prepare``: ready-to-send content for one request.
+
+    As a context manager, leaving the block deletes the assets this call uploaded.
+
+    Attributes:
+        items: per-input results (the manifest's item records as objects).
+        requests: per-request results (one for the library's default ``group="all"``).
+    """
+
+    def __init__(self, items: list[Item], requests: list[Request], delivery: Delivery) -> None:
+        self.items = items
+        self.requests = requests
+        self._delivery = delivery
+
+    @property
+    def content(self) -> list[MediaPart]:
+        """OpenAI-style content parts of every delivered item, in input order."""
+        return [it.part for it in self.items if it.ok and it.part is not None]
+
+    @property
+    def tags(self) -> str:
+        """The string form: ``<img src="..." /> <audio src="..." />``."""
+        return tags(it.tag for it in self.items if it.ok and it.tag)
+
+    @property
+    def asset_ids(self) -> list[str]:
+        return [it.asset_id for it in self.items if it.ok and it.asset_id]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """``{"NVCF-INPUT-ASSET-REFERENCES": "id1,id2"}``, or ``{}`` when nothing was uploaded."""
+        return asset_headers(self.asset_ids)
+
+    def message(self, text: str | None = None, *, role: str = "user") -> dict[str, Any]:
+        """A chat message: ``{"role": "user", "content": [text part, *content]}``."""
+        content: list[Any] = [text_part(text)] if text else []
+        content.extend(self.content)
+        return {"role": role, "content": content}
+
+    def delete_assets(self) -> None:
+        """Delete the assets this call uploaded (assets reused from the cache are left alone)."""
+        uploaded = [it.asset_id for it in self.items if it.uploaded and it.asset_id]
+        self._delivery.delete(uploaded)
+
+    def close(self) -> None:
+        self._delivery.close()
+
+    def __enter__(self) -> Prepared:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            self.delete_assets()
+        finally:
+            self.close()
+
+    def __repr__(self) -> str:
+        ok = sum(1 for it in self.items if it.ok)
+        return f"<Prepared items={len(self.items)} ok={ok} assets={len(self.asset_ids)}>"
+
+
+def _settings(
+    *,
+    mode: Mode,
+    profile: str | Path | Profile | None,
+    group: Group,
+    inline_limit: int | None,
+    request_limit: int | None,
+    assets_url: str | None,
+    api_key: str | None,
+    dry_run: bool,
+    emulate: bool,
+    keep: str | os.PathLike[str] | None,
+    jobs: int | None,
+    cache: bool,
+    audio_part: AudioPartStyle,
+    keep_metadata: bool,
+    trim_s: float | None,
+) -> Settings:
+    settings = Settings(
+        mode=mode,
+        profile=get_profile(profile),
+        group=group,
+        inline_limit=inline_limit,
+        request_limit=request_limit,
+        assets_url=assets_url,
+        api_key=api_key,
+        dry_run=dry_run,
+        emulate=emulate,
+        keep=Path(keep) if keep is not None else None,
+        use_cache=cache,
+        audio_part=audio_part,
+        keep_metadata=keep_metadata,
+        trim_s=trim_s,
+    )
+    if jobs is not None:
+        settings.jobs = jobs
+    return settings
+
+
+def prepare(
+    sources: SourceLike | Sequence[SourceLike],
+    *,
+    mode: Mode = "auto",
+    profile: str | Path | Profile | None = None,
+    group: Group = "all",
+    inline_limit: int | None = None,
+    request_limit: int | None = None,
+    assets_url: str | None = None,
+    api_key: str | None = None,
+    dry_run: bool = False,
+    emulate: bool = False,
+    keep: str | os.PathLike[str] | None = None,
+    jobs: int | None = None,
+    cache: bool = True,
+    audio_part: AudioPartStyle = "audio_url",
+    keep_metadata: bool = False,
+    trim_s: float | None = None,
+    on_error: OnError = "raise",
+    progress: ProgressFn | None = None,
+) -> Prepared:
+    """Make media ready to send: normalize, plan inline-or-asset, upload, and build content parts.
+
+    Args:
+        sources: paths, folders, ``bytes`` or binary file objects (one or a list).
+        mode: ``auto`` (inline when it fits, else upload), ``inline`` (shrink to fit or fail), ``asset``.
+        profile: a built-in profile name, a profile file, or a ``Profile``.
+        group: ``all`` (default: everything in one request), ``dir`` or ``file``.
+        on_error: ``raise`` the first item's error (after deleting what was uploaded), or ``keep``
+            failed items in ``items`` with ``status == "error"``.
+
+    Returns:
+        A ``Prepared``; use it as a context manager to delete the uploaded assets afterwards.
+
+    Raises:
+        NVMediaError: an input failed (with ``on_error="raise"``), or the configuration is unusable.
+
+    Example:
+        >>> with nvmedia.prepare(["cat.heic", "talk.flac"], emulate=True) as prep:  # doctest: +SKIP
+        ...     client.chat.completions.create(messages=[prep.message("Describe")], extra_headers=prep.headers)
+    """
+    if isinstance(sources, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(sources, "read"):
+        source_list: Sequence[SourceLike] = [sources]  # type: ignore[list-item]
+    else:
+        source_list = list(sources)  # type: ignore[arg-type]
+    settings = _settings(
+        mode=mode, profile=profile, group=group, inline_limit=inline_limit, request_limit=request_limit,
+        assets_url=assets_url, api_key=api_key, dry_run=dry_run, emulate=emulate, keep=keep, jobs=jobs,
+        cache=cache, audio_part=audio_part, keep_metadata=keep_metadata, trim_s=trim_s,
+    )
+    delivery = Delivery(settings)
+    items: list[Item] = []
+    requests: list[Request] = []
+    try:
+        for group_items, request in run(source_list, settings, delivery=delivery, progress=progress):
+            items.extend(group_items)
+            if request is not None:
+                requests.append(request)
+    except BaseException:
+        prepared = Prepared(items, requests, delivery)
+        prepared.__exit__(None, None, None)
+        raise
+    prepared = Prepared(items, requests, delivery)
+    if on_error == "raise":
+        failed = next((it for it in items if it.status == "error"), None)
+        if failed is not None and failed.error is not None:
+            prepared.__exit__(None, None, None)
+            raise failed.error
+    return prepared
+
+
+async def aprepare(sources: SourceLike | Sequence[SourceLike], **options: Any) -> Prepared:
+    """``prepare`` for async code: the work runs in a worker thread, the event loop stays free."""
+    return await asyncio.to_thread(prepare, sources, **options)
+
+
+def inspect(
+    path: str | os.PathLike[str], *, profile: str | Path | Profile | None = None, mode: Mode = "auto"
+) -> Item:
+    """What ``path`` is and what ``prepare`` would do with it; nothing is written or sent."""
+    prep = prepare([path], profile=profile, mode=mode, dry_run=True, on_error="keep", jobs=1, group="file")
+    prep.close()
+    return prep.items[0]
+
+
+_PART_URL_KEYS = {"image_url": "image", "video_url": "video", "audio_url": "audio"}
+_TAG_RE = re.compile(r'<(img|audio|video)\s+src="([^"]+)"\s*/>')
+
+
+def _local_path(url: str) -> str | None:
+    if url.startswith("file://"):
+        return url[len("file://") :]
+    if url.startswith("data:") or "://" in url:
+        return None
+    return url
+
+
+def rewrite_messages(
+    messages: Sequence[dict[str, Any]], **options: Any
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Replace local file references in chat messages with ready-to-send media.
+
+    Parts like ``{"type": "image_url", "image_url": {"url": "photos/cat.heic"}}`` (a path or
+    ``file://`` URL) and ``<img src="photos/cat.heic" />`` tags in string content are
+    normalized, inlined or uploaded together (one request), and rewritten in place
+    in a copy of ``messages``. Returns the new messages and the headers to send.
+
+    Keyword options are those of ``prepare``. Assets are not deleted afterwards:
+    the caller sends the request and can delete them with ``AssetClient``.
+    """
+    import copy
+
+    new_messages = copy.deepcopy(list(messages))
+    refs: list[tuple[str, Any]] = []  # (path, where)
+    for message in new_messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                key = part.get("type") if isinstance(part, dict) else None
+                if key in _PART_URL_KEYS and isinstance(part.get(key), dict):
+                    path = _local_path(str(part[key].get("url", "")))
+                    if path is not None:
+                        refs.append((path, part))
+        elif isinstance(content, str):
+            for match in _TAG_RE.finditer(content):
+                path = _local_path(match.group(2))
+                if path is not None:
+                    refs.append((path, message))
+    if not refs:
+        return new_messages, {}
+    options.setdefault("group", "all")
+    prep = prepare([p for p, _ in refs], **options)
+    by_path = {it.source: it for it in prep.items}
+    for path, where in refs:
+        item = by_path[path]
+        if item.part is None or item.tag is None:
+            raise NVMediaError(f"{path} was not delivered", code="asset_api_error")
+        if "content" in where and isinstance(where["content"], str):
+            where["content"] = re.sub(
+                r'<(img|audio|video)\s+src="' + re.escape(path) + r'"\s*/>', lambda _m: item.tag or "", where["content"]
+            )
+        else:
+            where.clear()
+            where.update(item.part)
+    headers = prep.headers
+    prep.close()
+    return new_messages, headers

@@ -1,0 +1,103 @@
+"""Per-input results and per-request results: the manifest's records as objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import NVMediaError
+from .probe import MediaInfo
+from .sniff import Kind
+from .wire import MediaPart
+
+Status = Literal["ok", "skipped", "error"]
+
+
+@dataclass
+class Item:
+    """What happened to one input (one manifest ``item`` record).
+
+    ``output_path`` is the normalized file while the run is in progress; it is not
+    part of the record and is gone once ``prepare`` returns (see ``kept``).
+    """
+
+    source: str
+    status: Status = "ok"
+    kind: Kind | None = None
+    input: MediaInfo | None = None
+    output: MediaInfo | None = None
+    actions: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    delivery: Literal["inline", "asset"] | None = None
+    asset_id: str | None = None
+    part: MediaPart | None = None
+    tag: str | None = None
+    headers: dict[str, str] | None = None
+    kept: str | None = None
+    reason: str | None = None
+    error: NVMediaError | None = None
+    group: str = ""
+    output_path: Path | None = field(default=None, repr=False)
+    uploaded: bool = field(default=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def fail(self, error: NVMediaError) -> None:
+        """Mark the item as failed, dropping any delivery already decided."""
+        self.status = "error"
+        self.error = error
+        self.delivery = None
+        self.asset_id = None
+        self.part = None
+        self.tag = None
+        self.headers = None
+
+    def to_record(self) -> dict[str, Any]:
+        """The manifest's JSON object for this item."""
+        record: dict[str, Any] = {"type": "item", "source": self.source, "status": self.status, "kind": self.kind}
+        if self.status == "skipped":
+            record["reason"] = self.reason
+            return record
+        if self.input is not None:
+            record["input"] = self.input.to_record()
+        if self.status == "error":
+            assert self.error is not None
+            record["error"] = self.error.to_dict()
+            record["warnings"] = self.warnings
+            return record
+        if self.output is not None:
+            record["output"] = self.output.to_record()
+        record["actions"] = self.actions
+        if self.kept is not None:
+            record["kept"] = self.kept
+        record["delivery"] = self.delivery
+        record["asset_id"] = self.asset_id
+        if self.part is not None:
+            record["part"] = self.part
+            record["tag"] = self.tag
+        if self.headers is not None:
+            record["headers"] = self.headers
+        record["warnings"] = self.warnings
+        return record
+
+
+@dataclass
+class Request:
+    """The items that share one request, and what to send (one manifest ``request`` record)."""
+
+    sources: list[str]
+    content: list[MediaPart]
+    tags: str
+    headers: dict[str, str]
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "type": "request",
+            "sources": self.sources,
+            "content": self.content,
+            "tags": self.tags,
+            "headers": self.headers,
+        }

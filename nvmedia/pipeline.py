@@ -1,0 +1,448 @@
+"""The flow: sources -> sniff -> probe -> normalize -> plan -> deliver -> emit.
+
+``run`` yields one ``(items, request)`` pair per request, in input order, so the
+CLI can write the manifest as it goes. Normalization runs on a thread pool
+(Pillow, ffmpeg and hashing release the GIL; see benchmarks/README.md for the
+thread-vs-process measurement); uploads run on a second bounded pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from .errors import AssetAPIError, AuthError, ConfigError, InputError, MediaError, NVMediaError
+from .items import Item, Request
+from .plan import Mode, inline_budget, plan_request
+from .profiles import DEFAULT_PROFILE, Profile
+from .sniff import sniff_path
+from .sources import Group, Source, SourceLike, expand
+from .wire import AudioPartStyle, asset_headers, asset_uri, b64_len, b64encode, inline_uri, media_part, tag, tags
+
+if TYPE_CHECKING:
+    from .assets import AssetClient
+    from .cache import AssetCache
+    from .testing import NVCFEmulator
+
+DEFAULT_ASSETS_URL = "https://api.nvcf.nvidia.com/v2/nvcf/assets"
+EMULATOR_KEY = "nvapi-emulator-local-key"
+_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "audio/wav": ".wav",
+               "audio/mpeg": ".mp3", "video/mp4": ".mp4", "video/quicktime": ".mov", "video/webm": ".webm"}
+
+ProgressFn = Callable[[str, int, int, str], None]
+"""``progress(stage, done, total, name)``; stage is ``normalize`` or ``upload``."""
+
+
+@dataclass
+class Settings:
+    """Everything a run needs to know; the CLI and the library both build one."""
+
+    mode: Mode = "auto"
+    profile: Profile = DEFAULT_PROFILE
+    inline_limit: int | None = None
+    request_limit: int | None = None
+    group: Group = "file"
+    assets_url: str | None = None
+    api_key: str | None = None
+    dry_run: bool = False
+    emulate: bool = False
+    keep: Path | None = None
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    use_cache: bool = True
+    cache_dir: Path | None = None
+    audio_part: AudioPartStyle = "audio_url"
+    keep_metadata: bool = False
+    background: tuple[int, int, int] = (255, 255, 255)
+    trim_s: float | None = None
+    description: str = "nvmedia upload"
+
+    @property
+    def effective_inline_limit(self) -> int:
+        return self.inline_limit if self.inline_limit is not None else self.profile.inline_limit
+
+    @property
+    def effective_request_limit(self) -> int:
+        if self.request_limit is not None:
+            return self.request_limit
+        if self.profile.request_limit is not None:
+            return self.profile.request_limit
+        return self.effective_inline_limit
+
+
+class Delivery:
+    """The connection to the asset service for one run: client, cache, and (with ``emulate``) the emulator."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._emulator: NVCFEmulator | None = None
+        self._client: AssetClient | None = None
+        self._cache: AssetCache | None = None
+        self._known_ids: set[str] | None = None
+        self._lock = threading.Lock()
+        self.uploaded: list[str] = []
+
+    @property
+    def assets_url(self) -> str:
+        if self._emulator is not None:
+            return self._emulator.assets_url
+        return self.settings.assets_url or os.environ.get("NVMEDIA_ASSETS_URL") or DEFAULT_ASSETS_URL
+
+    @property
+    def api_key(self) -> str | None:
+        if self._emulator is not None:
+            return EMULATOR_KEY
+        return self.settings.api_key or os.environ.get("NVIDIA_API_KEY") or None
+
+    def client(self) -> AssetClient:
+        """The asset client, started on first use (and the emulator with it under ``emulate``)."""
+        with self._lock:
+            if self._client is None:
+                if self.settings.emulate and self._emulator is None:
+                    from .testing import NVCFEmulator
+
+                    self._emulator = NVCFEmulator()
+                    self._emulator.start()
+                if not self.api_key:
+                    raise ConfigError(
+                        "an upload is needed but no API key is set",
+                        hint="set NVIDIA_API_KEY or pass --api-key (or use --emulate, --dry-run or --mode inline)",
+                    )
+                from .assets import AssetClient
+
+                self._client = AssetClient(api_key=self.api_key, base_url=self.assets_url)
+                if self.settings.use_cache and not self.settings.emulate:
+                    from .cache import AssetCache
+
+                    cache_path = self.settings.cache_dir / "assets.sqlite3" if self.settings.cache_dir else None
+                    self._cache = AssetCache(cache_path)
+            return self._client
+
+    def known_ids(self) -> set[str]:
+        """The ids the service holds for this key, fetched once per run (checks the service is reachable)."""
+        client = self.client()
+        with self._lock:
+            if self._known_ids is None:
+                try:
+                    self._known_ids = set(client.list())
+                except AuthError as exc:
+                    raise ConfigError(f"the asset API refused the key: {exc.message}", hint=exc.hint) from None
+                except AssetAPIError as exc:
+                    if exc.status_code is None:
+                        raise ConfigError(
+                            f"the asset API at {self.assets_url} is unreachable: {exc.message}",
+                            hint="check --assets-url / NVMEDIA_ASSETS_URL and the network, or use --dry-run",
+                        ) from None
+                    raise
+            return self._known_ids
+
+    def upload(self, item: Item, progress: Callable[[int], None] | None = None) -> str:
+        """Upload an item's normalized file (or reuse a cached upload) and return the asset id."""
+        assert item.output is not None and item.output_path is not None
+        client = self.client()
+        known = self.known_ids()
+        digest = item.output.sha256 or _sha256(item.output_path)
+        mime = item.output.mime
+        if self._cache is not None:
+            cached = self._cache.get(digest, mime, self.assets_url, self.api_key or "")
+            if cached is not None and cached in known:
+                return cached
+            if cached is not None:
+                self._cache.forget(cached)
+        asset_id = client.upload_file(item.output_path, mime, description=self.settings.description, progress=progress)
+        with self._lock:
+            self.uploaded.append(asset_id)
+            known.add(asset_id)
+        item.uploaded = True
+        if self._cache is not None:
+            self._cache.put(digest, mime, self.assets_url, self.api_key or "", asset_id)
+        return asset_id
+
+    def delete(self, asset_ids: Sequence[str]) -> None:
+        """Delete assets this run uploaded (404 counts as done) and drop them from the cache."""
+        if not asset_ids or self._client is None:
+            return
+        for asset_id in asset_ids:
+            self._client.delete(asset_id)
+            if self._cache is not None:
+                self._cache.forget(asset_id)
+            with self._lock:
+                if asset_id in self.uploaded:
+                    self.uploaded.remove(asset_id)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+        if self._emulator is not None:
+            self._emulator.stop()
+            self._emulator = None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _materialize(source: Source, workdir: Path) -> Path:
+    """The path to read: the source's own, or a temp copy of in-memory data."""
+    if source.path is not None:
+        return source.path
+    assert source.data is not None
+    fd, name = tempfile.mkstemp(dir=workdir, prefix="input-")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(source.data)
+    return Path(name)
+
+
+def _check_readable(path: Path) -> int:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist", code="not_found", hint="check the path") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}", code="unreadable", hint="check permissions") from None
+    if not path.is_file():
+        raise InputError(f"{path} is not a regular file", code="unreadable", hint="pass a file or a folder")
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise InputError(
+            f"cannot read {path}: {exc.strerror}", code="unreadable", hint="check the file's permissions"
+        ) from None
+    if st.st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes)", code="empty", hint="re-export or re-copy the file")
+    return st.st_size
+
+
+def normalize_source(source: Source, settings: Settings, workdir: Path, fit_chars: int | None) -> Item:
+    """Stage one for one source: read, sniff, probe, normalize (and keep a copy under ``--keep``)."""
+    from .normalize import NormalizeOptions, normalize
+    from .probe import probe
+
+    item = Item(source=source.name, group=source.group)
+    if source.skip_reason is not None:
+        item.status, item.reason = "skipped", source.skip_reason
+        return item
+    try:
+        path = _materialize(source, workdir)
+        _check_readable(path)
+        sniffed = sniff_path(path)
+        if not sniffed.is_media:
+            if not source.explicit:
+                item.status, item.reason = "skipped", f"not media ({sniffed.description})"
+                return item
+            raise MediaError(
+                f"{source.name} is a {sniffed.description}, not media",
+                code="unsupported_format",
+                hint="pass images (PNG/JPEG/WEBP/HEIC...), audio (WAV/MP3/FLAC...) or video (MP4/MOV/MKV...)",
+            )
+        item.kind = sniffed.kind
+        info = probe(path, sniffed, max_pixels=settings.profile.safety_max_image_pixels)
+        item.kind, item.input = info.kind, info
+        options = NormalizeOptions(
+            workdir=workdir,
+            fit_chars=fit_chars,
+            keep_metadata=settings.keep_metadata,
+            background=settings.background,
+            trim_s=settings.trim_s,
+        )
+        result = normalize(path, sniffed, info, settings.profile, options)
+        item.output, item.output_path = result.info, result.path
+        item.actions, item.warnings = list(result.actions), list(result.warnings)
+        if settings.keep is not None:
+            item.kept = str(_keep_copy(result.path, source, result.info.mime, settings.keep))
+    except NVMediaError as exc:
+        item.fail(exc)
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop a folder run
+        item.fail(
+            MediaError(
+                f"{source.name}: unexpected {type(exc).__name__}: {exc}",
+                code="corrupt_media",
+                hint="the file could not be processed; if it opens elsewhere, please report it",
+            )
+        )
+    return item
+
+
+def _keep_copy(path: Path, source: Source, mime: str, keep_dir: Path) -> Path:
+    rel = source.rel if str(source.rel) != "." else PurePosixPath(Path(source.name).name)
+    target = keep_dir.joinpath(*rel.parts).with_suffix(_EXTENSIONS.get(mime, rel.suffix))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part")
+    shutil.copyfile(path, tmp)
+    os.replace(tmp, target)  # a failed run leaves no half-written kept file
+    return target
+
+
+def _groups(sources: list[Source]) -> list[list[int]]:
+    order: dict[str, list[int]] = {}
+    for index, source in enumerate(sources):
+        order.setdefault(source.group, []).append(index)
+    return list(order.values())
+
+
+def _fit_chars(settings: Settings, n_media: int) -> int | None:
+    if settings.mode != "inline":
+        return None
+    return inline_budget(
+        n_media, inline_limit=settings.effective_inline_limit, request_limit=settings.effective_request_limit
+    )
+
+
+def _deliver_inline(item: Item, settings: Settings) -> None:
+    assert item.output is not None and item.output_path is not None and item.kind is not None
+    b64 = b64encode(item.output_path.read_bytes())
+    url = inline_uri(item.output.mime, b64)
+    item.delivery = "inline"
+    item.part = media_part(item.kind, item.output.mime, url, audio_part=settings.audio_part, b64=b64)
+    item.tag = tag(item.kind, url)
+
+
+def _plan_group(items: list[Item], settings: Settings) -> None:
+    media = [it for it in items if it.ok]
+    if not media:
+        return
+    sizes = [b64_len(it.output.bytes) for it in media if it.output is not None]
+    try:
+        plan = plan_request(
+            sizes,
+            mode=settings.mode,
+            inline_limit=settings.effective_inline_limit,
+            request_limit=settings.effective_request_limit,
+            max_assets=settings.profile.max_assets,
+        )
+    except NVMediaError as exc:
+        for it in media:
+            it.fail(exc)
+        return
+    for it, delivery in zip(media, plan.deliveries):
+        it.delivery = delivery
+    for index in plan.promoted:
+        media[index].warnings.append("uploaded as an asset to keep the request under --request-limit")
+
+
+def run(
+    inputs: Sequence[SourceLike],
+    settings: Settings,
+    *,
+    delivery: Delivery | None = None,
+    progress: ProgressFn | None = None,
+) -> Iterator[tuple[list[Item], Request | None]]:
+    """Process ``inputs`` and yield each request's items (and its request record), in input order.
+
+    Raises:
+        ConfigError: an upload is needed but the key is missing or the asset API cannot be reached.
+    """
+    sources = expand(inputs, settings.group)
+    groups = _groups(sources)
+    group_sizes = {s.group: 0 for s in sources}
+    for s in sources:
+        if s.skip_reason is None:
+            group_sizes[s.group] += 1
+    own_delivery = delivery is None
+    delivery = delivery or Delivery(settings)
+    total = len(sources)
+    done = 0
+    done_lock = threading.Lock()
+
+    def stage_one(source: Source) -> Item:
+        nonlocal done
+        item = normalize_source(source, settings, workdir, _fit_chars(settings, group_sizes[source.group]))
+        if progress is not None:
+            with done_lock:
+                done += 1
+                progress("normalize", done, total, source.name)
+        return item
+
+    with tempfile.TemporaryDirectory(prefix="nvmedia-") as tmp:
+        workdir = Path(tmp)
+        jobs = max(1, settings.jobs)
+        try:
+            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="nvmedia-normalize") as pool:
+                futures: list[Future[Item]] = [pool.submit(stage_one, s) for s in sources]
+                try:
+                    for indexes in groups:
+                        items = [futures[i].result() for i in indexes]
+                        _plan_group(items, settings)
+                        _deliver_group(items, settings, delivery, jobs, progress)
+                        request = _request_for(items) if settings.group != "file" else None
+                        for it in items:
+                            it.output_path = None  # the workdir is about to go away
+                        yield items, request
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+        finally:
+            if own_delivery:
+                delivery.close()
+
+
+def _deliver_group(
+    items: list[Item], settings: Settings, delivery: Delivery, jobs: int, progress: ProgressFn | None
+) -> None:
+    to_upload = [it for it in items if it.ok and it.delivery == "asset"]
+    for it in items:
+        if it.ok and it.delivery == "inline":
+            _deliver_inline(it, settings)
+    if to_upload and not settings.dry_run:
+        delivery.known_ids()  # fail fast (exit 2) when the key is missing or the API unreachable
+        uploaded = 0
+        lock = threading.Lock()
+
+        def upload_one(it: Item) -> None:
+            nonlocal uploaded
+            try:
+                asset_id = delivery.upload(it)
+            except ConfigError:
+                raise
+            except NVMediaError as exc:
+                it.fail(exc)
+                return
+            assert it.output is not None and it.kind is not None
+            it.asset_id = asset_id
+            url = asset_uri(it.output.mime, asset_id)
+            it.part = media_part(it.kind, it.output.mime, url)
+            it.tag = tag(it.kind, url)
+            if progress is not None:
+                with lock:
+                    uploaded += 1
+                    progress("upload", uploaded, len(to_upload), it.source)
+
+        with ThreadPoolExecutor(max_workers=min(jobs, len(to_upload), 8), thread_name_prefix="nvmedia-upload") as pool:
+            for future in [pool.submit(upload_one, it) for it in to_upload]:
+                future.result()
+    ids = [it.asset_id for it in items if it.ok and it.asset_id]
+    headers = asset_headers(ids)
+    for it in items:
+        if it.ok and not (settings.dry_run and it.delivery == "asset"):
+            it.headers = headers
+
+
+def _request_for(items: list[Item]) -> Request | None:
+    included = [it for it in items if it.ok and it.part is not None]
+    if not items:
+        return None
+    ids = [it.asset_id for it in included if it.asset_id]
+    return Request(
+        sources=[it.source for it in included],
+        content=[it.part for it in included if it.part is not None],
+        tags=tags(it.tag for it in included if it.tag),
+        headers=asset_headers(ids),
+    )
+

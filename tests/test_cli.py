@@ -1,0 +1,195 @@
+"""The `nvmedia` command end to end: manifest records, exit codes, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import CORPUS, sha256_file
+
+from nvmedia.cli import main
+
+HOPPER = CORPUS / "pillow__hopper.png"
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict[str, Any]], str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
+    return code, records, captured.err
+
+
+def test_compliant_png_passes_through_inline_with_contract_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    code, records, _ = run_cli(["prepare", str(HOPPER), "--mode", "inline"], capsys)
+    assert code == 0
+    (rec,) = records
+    assert rec["type"] == "item" and rec["status"] == "ok" and rec["kind"] == "image"
+    assert rec["input"] == {"mime": "image/png", "bytes": HOPPER.stat().st_size, "width": 128, "height": 128}
+    assert rec["output"]["sha256"] == sha256_file(HOPPER)
+    assert rec["actions"] == [] and rec["delivery"] == "inline" and rec["asset_id"] is None
+    url = rec["part"]["image_url"]["url"]
+    assert rec["part"]["type"] == "image_url" and url.startswith("data:image/png;base64,")
+    assert rec["tag"] == f'<img src="{url}" />'
+    assert rec["headers"] == {} and rec["warnings"] == []
+
+
+def test_manifest_goes_to_the_output_file_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m.jsonl"
+    code, records, _ = run_cli(["prepare", str(HOPPER), "-o", str(out), "--dry-run"], capsys)
+    assert code == 0 and records == []
+    assert json.loads(out.read_text())["source"] == str(HOPPER)
+
+
+def test_folder_run_reports_every_file_and_one_bad_file_does_not_stop_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(HOPPER, folder / "a.png")
+    shutil.copy(CORPUS / "pillow__truncated_image.png", folder / "b.png")
+    (folder / "c.jpg").write_text("<html><body>not a photo</body></html>")
+    shutil.copy(HOPPER, folder / "d.png")
+    code, records, _ = run_cli(["prepare", str(folder), "--dry-run"], capsys)
+    assert code == 1
+    assert [Path(r["source"]).name for r in records] == ["a.png", "b.png", "c.jpg", "d.png"]
+    assert [r["status"] for r in records] == ["ok", "error", "skipped", "ok"]
+    assert records[1]["error"]["code"] == "corrupt_media" and records[1]["error"]["hint"]
+    assert records[2]["reason"].startswith("not media")
+
+
+def test_html_named_jpg_given_explicitly_is_unsupported_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("<!doctype html><html></html>")
+    code, records, _ = run_cli(["prepare", str(fake), "--dry-run"], capsys)
+    assert code == 1 and records[0]["error"]["code"] == "unsupported_format"
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("small__yaml.yml", "empty"),
+        ("pillow__truncated_jpeg.jpg", "corrupt_media"),
+        ("pillow__truncated_image.png", "corrupt_media"),
+        ("small__webp.webp", "corrupt_media"),
+        ("small__svg.svg", "unsupported_format"),
+        ("pillow__decompression_bomb.gif", "too_large"),
+    ],
+)
+def test_bad_input_gets_a_stable_code_and_a_hint(name: str, code: str, capsys: pytest.CaptureFixture[str]) -> None:
+    exit_code, records, _ = run_cli(["prepare", str(CORPUS / name), "--dry-run"], capsys)
+    assert exit_code == 1
+    assert records[0]["status"] == "error"
+    assert records[0]["error"]["code"] == code
+    assert records[0]["error"]["message"] and records[0]["error"]["hint"]
+
+
+def test_missing_path_is_not_found(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, records, _ = run_cli(["prepare", str(tmp_path / "nope.png"), "--dry-run"], capsys)
+    assert code == 1 and records[0]["error"]["code"] == "not_found"
+
+
+def test_unreadable_file_is_unreadable(capsys: pytest.CaptureFixture[str]) -> None:
+    # /proc/self/mem is a regular file that fails to read at offset 0 for every user, root included
+    # (root ignores permission bits, so chmod 000 would not make a file unreadable in CI).
+    code, records, _ = run_cli(["prepare", "/proc/self/mem", "--dry-run"], capsys)
+    assert code == 1 and records[0]["error"]["code"] == "unreadable"
+
+
+def test_symlink_loop_and_outside_link_are_skipped_with_reasons(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(HOPPER, root / "sub" / "a.png")
+    os.symlink(root, root / "sub" / "loop")
+    secret = tmp_path / "outside.png"
+    shutil.copy(HOPPER, secret)
+    os.symlink(secret, root / "escape.png")
+    code, records, _ = run_cli(["prepare", str(root), "--dry-run"], capsys)
+    assert code == 0
+    by_name = {Path(r["source"]).name: r for r in records}
+    assert by_name["escape.png"]["status"] == "skipped" and "outside" in by_name["escape.png"]["reason"]
+    assert by_name["loop"]["status"] == "skipped" and "loop" in by_name["loop"]["reason"]
+    assert by_name["a.png"]["status"] == "ok"
+
+
+def test_odd_file_names_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    names = ["with space.png", "ünïcødé 写真.png", "-leading-dash.png", "%d pattern.png"]
+    for name in names:
+        shutil.copy(HOPPER, tmp_path / name)
+    os.chdir(tmp_path)
+    code, records, _ = run_cli(["prepare", "--dry-run", "--", *names], capsys)
+    assert code == 0
+    assert [r["source"] for r in records] == names
+    assert all(r["status"] == "ok" for r in records)
+
+
+def test_sources_are_never_modified(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "in"
+    shutil.copytree(CORPUS, folder)
+    before = {p.name: sha256_file(p) for p in folder.iterdir()}
+    run_cli(["prepare", str(folder), "--dry-run", "--keep", str(tmp_path / "kept")], capsys)
+    after = {p.name: sha256_file(p) for p in folder.iterdir()}
+    assert before == after
+
+
+def test_keep_writes_normalized_copies_at_relative_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "photos"
+    (folder / "trip").mkdir(parents=True)
+    shutil.copy(CORPUS / "pillow__hopper.bmp", folder / "trip" / "cat.bmp")
+    kept = tmp_path / "kept"
+    code, records, _ = run_cli(["prepare", str(folder), "--dry-run", "--keep", str(kept)], capsys)
+    assert code == 0
+    assert records[0]["kept"] == str(kept / "trip" / "cat.png")
+    assert (kept / "trip" / "cat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_profile_is_exit_2_with_known_names(capsys: pytest.CaptureFixture[str]) -> None:
+    code, records, err = run_cli(["prepare", str(HOPPER), "--profile", "nope"], capsys)
+    assert code == 2 and records == []
+    assert "nemotron-3-nano-omni" in err and err.count("\n") == 1
+
+
+def test_bad_flag_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["prepare", str(HOPPER), "--mode", "sideways"])
+    assert exc.value.code == 2
+
+
+def test_upload_without_a_key_is_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("NVIDIA_API_KEY", raising=False)
+    code, _, err = run_cli(["prepare", str(HOPPER), "--mode", "asset", "--no-cache"], capsys)
+    assert code == 2
+    assert "NVIDIA_API_KEY" in err and err.count("\n") == 1
+
+
+def test_dry_run_reports_asset_delivery_without_parts(capsys: pytest.CaptureFixture[str]) -> None:
+    code, records, _ = run_cli(["prepare", str(HOPPER), "--dry-run", "--mode", "asset"], capsys)
+    assert code == 0
+    (rec,) = records
+    assert rec["delivery"] == "asset" and rec["asset_id"] is None
+    assert "part" not in rec and "tag" not in rec and "headers" not in rec
+
+
+def test_python_dash_m_and_console_script_behave_the_same(tmp_path: Path) -> None:
+    args = ["prepare", str(HOPPER), "--dry-run"]
+    via_module = subprocess.run([sys.executable, "-m", "nvmedia", *args], capture_output=True, text=True)
+    script = Path(sys.executable).with_name("nvmedia")
+    via_script = subprocess.run([str(script), *args], capture_output=True, text=True)
+    assert via_module.returncode == via_script.returncode == 0
+    assert via_module.stdout == via_script.stdout
+    assert json.loads(via_module.stdout)["status"] == "ok"
+
+
+def test_help_lists_the_commands() -> None:
+    out = subprocess.run([sys.executable, "-m", "nvmedia", "--help"], capture_output=True, text=True).stdout
+    for command in ("prepare", "inspect", "assets", "emulator"):
+        assert command in out
