@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from support import CORPUS, sha256_file
 from nvmedia.cli import main
 
 HOPPER = CORPUS / "pillow__hopper.png"
+PLAIN_WEBP = CORPUS / "pillow__hopper.webp"  # compliant and without metadata
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict[str, Any]], str]:
@@ -25,16 +27,17 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, l
     return code, records, captured.err
 
 
-def test_compliant_png_passes_through_inline_with_contract_fields(capsys: pytest.CaptureFixture[str]) -> None:
-    code, records, _ = run_cli(["prepare", str(HOPPER), "--mode", "inline"], capsys)
+def test_compliant_image_passes_through_inline_with_contract_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    code, records, _ = run_cli(["prepare", str(PLAIN_WEBP), "--mode", "inline"], capsys)
     assert code == 0
     (rec,) = records
     assert rec["type"] == "item" and rec["status"] == "ok" and rec["kind"] == "image"
-    assert rec["input"] == {"mime": "image/png", "bytes": HOPPER.stat().st_size, "width": 128, "height": 128}
-    assert rec["output"]["sha256"] == sha256_file(HOPPER)
+    assert rec["input"] == {"mime": "image/webp", "bytes": PLAIN_WEBP.stat().st_size, "width": 128, "height": 128}
+    assert rec["output"]["sha256"] == sha256_file(PLAIN_WEBP)
     assert rec["actions"] == [] and rec["delivery"] == "inline" and rec["asset_id"] is None
     url = rec["part"]["image_url"]["url"]
-    assert rec["part"]["type"] == "image_url" and url.startswith("data:image/png;base64,")
+    assert rec["part"]["type"] == "image_url" and url.startswith("data:image/webp;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]) == PLAIN_WEBP.read_bytes()
     assert rec["tag"] == f'<img src="{url}" />'
     assert rec["headers"] == {} and rec["warnings"] == []
 
