@@ -99,6 +99,7 @@ def _settings(
     keep: str | os.PathLike[str] | None,
     jobs: int | None,
     cache: bool,
+    cache_dir: str | os.PathLike[str] | None,
     audio_part: AudioPartStyle,
     keep_metadata: bool,
     trim_s: float | None,
@@ -115,6 +116,7 @@ def _settings(
         emulate=emulate,
         keep=Path(keep) if keep is not None else None,
         use_cache=cache,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
         audio_part=audio_part,
         keep_metadata=keep_metadata,
         trim_s=trim_s,
@@ -139,6 +141,7 @@ def prepare(
     keep: str | os.PathLike[str] | None = None,
     jobs: int | None = None,
     cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
     audio_part: AudioPartStyle = "audio_url",
     keep_metadata: bool = False,
     trim_s: float | None = None,
@@ -152,6 +155,8 @@ def prepare(
         mode: ``auto`` (inline when it fits, else upload), ``inline`` (shrink to fit or fail), ``asset``.
         profile: a built-in profile name, a profile file, or a ``Profile``.
         group: ``all`` (default: everything in one request), ``dir`` or ``file``.
+        cache: reuse earlier uploads of the same bytes (``cache_dir`` default: ``$NVMEDIA_CACHE_DIR``
+            or the platform's user cache folder).
         on_error: ``raise`` the first item's error (after deleting what was uploaded), or ``keep``
             failed items in ``items`` with ``status == "error"``.
 
@@ -172,7 +177,7 @@ def prepare(
     settings = _settings(
         mode=mode, profile=profile, group=group, inline_limit=inline_limit, request_limit=request_limit,
         assets_url=assets_url, api_key=api_key, dry_run=dry_run, emulate=emulate, keep=keep, jobs=jobs,
-        cache=cache, audio_part=audio_part, keep_metadata=keep_metadata, trim_s=trim_s,
+        cache=cache, cache_dir=cache_dir, audio_part=audio_part, keep_metadata=keep_metadata, trim_s=trim_s,
     )
     delivery = Delivery(settings)
     items: list[Item] = []
