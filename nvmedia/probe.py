@@ -103,18 +103,24 @@ def probe(path: Path, sniffed: Sniffed, *, max_pixels: int = 89_478_485) -> Medi
 def probe_image(path: Path, sniffed: Sniffed, *, max_pixels: int = 89_478_485) -> MediaInfo:
     """Read an image's header with Pillow (no pixel decode).
 
-    The pixel cap is checked here, before anything is decoded.
+    The pixel cap is checked here, before anything is decoded. The orientation is read
+    from EXIF where that needs no decode; for a PNG it is read only when the eXIf chunk
+    precedes the pixels, since Pillow otherwise decodes the image to look for it (and
+    swallows decode errors on the way). The normalizer reads it again after decoding.
     """
-    from .image_open import open_image
+    from .image_open import image_orientation, open_image
 
     size = path.stat().st_size
     with warnings.catch_warnings():
+        # open_image silences Pillow's warnings too; this also covers the header walk below.
         warnings.simplefilter("ignore")
         with open_image(path, sniffed, max_pixels=max_pixels) as im:
             width, height = im.size
             frames = int(getattr(im, "n_frames", 1) or 1)
             mode = im.mode
             has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+            orientation = image_orientation(im) if im.format != "PNG" or "exif" in im.info else None
+            bit_depth = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}.get(mode, 8)
             return MediaInfo(
                 kind="image",
                 container=sniffed.container,
@@ -124,6 +130,8 @@ def probe_image(path: Path, sniffed: Sniffed, *, max_pixels: int = 89_478_485) -
                 height=height,
                 mode=mode,
                 frames=frames,
+                orientation=orientation,
+                bit_depth=bit_depth,
                 has_alpha=has_alpha,
                 extra={"format": im.format},
             )
