@@ -39,6 +39,7 @@ class Item:
     error: NVMediaError | None = None
     group: str = ""
     output_path: Path | None = field(default=None, repr=False)
+    b64: str | None = field(default=None, repr=False)
     uploaded: bool = field(default=False, repr=False)
 
     @property

@@ -304,9 +304,21 @@ def _fit_chars(settings: Settings, n_media: int) -> int | None:
     )
 
 
+def _encode_if_inline_candidate(item: Item, settings: Settings) -> None:
+    """Base64-encode an output that will most likely go inline, on the worker thread.
+
+    The plan may still promote it to an asset (request limit); the string is then dropped.
+    """
+    if not item.ok or settings.mode == "asset" or item.output is None or item.output_path is None:
+        return
+    if b64_len(item.output.bytes) < min(settings.effective_inline_limit, settings.effective_request_limit):
+        item.b64 = b64encode(item.output_path.read_bytes())
+
+
 def _deliver_inline(item: Item, settings: Settings) -> None:
     assert item.output is not None and item.output_path is not None and item.kind is not None
-    b64 = b64encode(item.output_path.read_bytes())
+    b64 = item.b64 if item.b64 is not None else b64encode(item.output_path.read_bytes())
+    item.b64 = None
     url = inline_uri(item.output.mime, b64)
     item.delivery = "inline"
     item.part = media_part(item.kind, item.output.mime, url, audio_part=settings.audio_part, b64=b64)
@@ -363,6 +375,7 @@ def run(
     def stage_one(source: Source) -> Item:
         nonlocal done
         item = normalize_source(source, settings, workdir, _fit_chars(settings, group_sizes[source.group]))
+        _encode_if_inline_candidate(item, settings)
         if progress is not None:
             with done_lock:
                 done += 1
@@ -382,7 +395,7 @@ def run(
                         _deliver_group(items, settings, delivery, jobs, progress)
                         request = _request_for(items) if settings.group != "file" else None
                         for it in items:
-                            it.output_path = None  # the workdir is about to go away
+                            it.output_path, it.b64 = None, None  # the workdir is about to go away
                         yield items, request
                 except BaseException:
                     for f in futures:

@@ -74,7 +74,7 @@ from ..probe import MediaInfo
 from ..profiles import Profile
 from ..sniff import Sniffed
 from . import NormalizedMedia, NormalizeOptions
-from .metadata import MalformedContainerError, strip_metadata, webp_is_lossless
+from .metadata import MalformedContainerError, png_is_intact_and_plain, strip_metadata, webp_is_lossless
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -726,6 +726,10 @@ def normalize_image(
         verify_only = candidate and not (
             options.fit_chars is not None and b64_len(info.bytes) >= options.fit_chars
         )  # a file over the budget will need its full pixels anyway
+        if verify_only and sniffed.container == "png":
+            plain = _verified_png_passthrough(source, facts, sniffed, options)
+            if plain is not None:
+                return plain
         drafted = _decode(im, facts, profile, verify_only=verify_only)
         facts.orientation = image_orientation(im)
         facts.has_metadata = _has_metadata(im)
@@ -771,9 +775,32 @@ def normalize_image(
     return NormalizedMedia(path, out_info, actions, staged.warnings)
 
 
-def _lossless_bytes(source: Path, sniffed: Sniffed, options: NormalizeOptions) -> tuple[bytes, bool] | None:
-    """The source's bytes, stripped of metadata unless kept; None when they cannot be used as they are."""
+def _verified_png_passthrough(
+    source: Path, facts: _Facts, sniffed: Sniffed, options: NormalizeOptions
+) -> NormalizedMedia | None:
+    """Passthrough (or lossless strip) of a PNG proven intact by its chunk lengths and CRCs, without a decode.
+
+    None when the structure check fails or the bytes cannot be sent as they are: the full decode then decides.
+    """
     data = source.read_bytes()
+    if not png_is_intact_and_plain(data):
+        return None
+    passthrough = _lossless_bytes(source, sniffed, options, data)
+    if passthrough is None:
+        return None
+    out, untouched = passthrough
+    info = _info(out, "png", facts.size, facts.mode, facts.has_alpha)
+    if untouched:
+        return NormalizedMedia(source, info)
+    return NormalizedMedia(_write(options.workdir, out, "png"), info, ["strip-metadata"])
+
+
+def _lossless_bytes(
+    source: Path, sniffed: Sniffed, options: NormalizeOptions, data: bytes | None = None
+) -> tuple[bytes, bool] | None:
+    """The source's bytes, stripped of metadata unless kept; None when they cannot be used as they are."""
+    if data is None:
+        data = source.read_bytes()
     if options.keep_metadata:
         out = data
     else:
