@@ -1,0 +1,271 @@
+"""Audio the profile accepts: ``normalize_audio``.
+
+Rules, in order:
+
+1. The file is validated first (full decode, see ``validate.py``); its decoded
+   length is trusted over the header. Zero samples is ``empty``; a silent track
+   only adds a warning.
+2. Longer than ``profile.max_audio_s``: ``too_long``, unless ``options.trim_s``
+   asks for the first N seconds (N within the limit).
+3. **Passthrough** (the source's bytes, no actions) for a WAV or MP3 the profile
+   lists, with a sample rate in ``[min_sample_rate, max_sample_rate]``, at most
+   two channels, linear PCM (8, 16 or 24-bit) for WAV with real header sizes,
+   and, in inline mode, small enough to fit.
+4. Otherwise ffmpeg re-encodes it (streamed from file to file: memory stays
+   flat whatever the length) at ``profile.audio_sample_rate`` and
+   ``profile.audio_channels`` (16 kHz mono by default, what the model
+   consumes); below ``min_sample_rate`` this resamples up, with a warning.
+   **Size-aware format rule**: WAV (PCM s16, lossless) when the WAV would fit
+   inline (its base64 under ``fit_chars``, else under the profile's inline
+   limit); MP3 otherwise (48 kbps per channel: 21.6 MB per hour of 16 kHz mono
+   instead of 115 MB of WAV).
+5. Inline mode (``options.fit_chars``): if that output does not fit, an MP3
+   ladder is walked (lower bitrates, then 8 kHz), sizes predicted from the
+   duration so that only candidates that can fit are encoded; when even the
+   smallest cannot fit, ``cannot_fit_inline``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import ffmpeg as ff
+from ..errors import MediaError
+from ..probe import MediaInfo
+from ..probe_av import probe_av, with_digest
+from ..profiles import Profile
+from ..sniff import Sniffed, sniff_path
+from ..validate import validate_av, wav_data_chunk
+from . import NormalizedMedia, NormalizeOptions
+
+PASSTHROUGH_WAV_CODECS = frozenset({"pcm_s16le", "pcm_s24le", "pcm_u8"})
+"""Linear PCM every WAV reader handles; u-law/A-law, float and ADPCM WAVs are re-encoded."""
+
+MP3_KBPS_PER_CHANNEL = 48
+MP3_LADDER: tuple[tuple[int, int], ...] = ((16_000, 32), (16_000, 24), (16_000, 16), (8_000, 16), (8_000, 8))
+"""Inline-mode fallbacks, mono, smallest last: (sample rate, kbps)."""
+
+WAV_HEADER_BYTES = 78
+MP3_OVERHEAD_BYTES = 2_048
+"""Allowance for the Xing/LAME frame, padding and rounding when predicting an MP3's size."""
+
+LIMIT_TOLERANCE_S = 0.25
+"""Slack on duration limits: encoder priming and container rounding make a 60.00 s recording read 60.02 s."""
+
+AUDIO_TIMEOUT_PER_S = 1.0
+"""Allowed wall-clock seconds per second of audio (ffmpeg converts a 1-hour MP3 in a few seconds)."""
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    fmt: str  # "wav" or "mp3"
+    rate: int
+    channels: int
+    kbps: int | None = None
+
+    def predicted_bytes(self, duration_s: float) -> int:
+        if self.fmt == "wav":
+            return WAV_HEADER_BYTES + math.ceil(duration_s * self.rate) * self.channels * 2
+        assert self.kbps is not None
+        return MP3_OVERHEAD_BYTES + math.ceil(duration_s * self.kbps * 1000 / 8)
+
+    def describe(self) -> str:
+        layout = "mono" if self.channels == 1 else f"{self.channels} channels"
+        if self.fmt == "wav":
+            return f"WAV 16-bit {self.rate} Hz {layout}"
+        return f"MP3 {self.kbps} kbps {self.rate} Hz {layout}"
+
+
+def base64_chars(size: int) -> int:
+    """Length of the base64 text of ``size`` bytes."""
+    return 4 * ((size + 2) // 3)
+
+
+def normalize_audio(
+    source: Path, sniffed: Sniffed, info: MediaInfo, profile: Profile, options: NormalizeOptions
+) -> NormalizedMedia:
+    """Make ``source`` a WAV or MP3 the profile accepts (see the module docstring for the rules).
+
+    Args:
+        source: the input file (never modified).
+        sniffed: its sniffer verdict (the ffmpeg demuxer is forced from it).
+        info: ``probe_av``'s result for it (kind ``audio``).
+        profile: what the target accepts.
+        options: workdir for outputs, inline budget, trim.
+
+    Returns:
+        The output file (the source itself on passthrough), its ``MediaInfo`` (with ``sha256``),
+        the actions taken (``trim:N``, ``resample:16000``, ``downmix:mono``, ``encode:wav``/``encode:mp3``,
+        ``bitrate:48k``) and warnings.
+
+    Raises:
+        MediaError: ``empty``, ``corrupt_media``, ``too_long`` or ``cannot_fit_inline``.
+        ProcessingError: ffmpeg failed or timed out.
+    """
+    validation = validate_av(source, sniffed, info)
+    duration = validation.decoded_s
+    warnings = list(validation.warnings)
+    trim = _trim(source, duration, profile.max_audio_s, options.trim_s)
+    length = trim if trim is not None else duration
+    limit = options.fit_chars
+    if trim is None and _passes_through(source, sniffed, info, profile):
+        if limit is None or base64_chars(info.bytes) < limit:
+            return NormalizedMedia(
+                path=source, info=with_digest(source, info.replace(duration_s=duration)), actions=[], warnings=warnings
+            )
+
+    rate = min(max(profile.audio_sample_rate, profile.min_sample_rate), profile.max_sample_rate)
+    if info.sample_rate and info.sample_rate < profile.min_sample_rate:
+        warnings.append(
+            f"sample rate {info.sample_rate} Hz is below the {profile.min_sample_rate} Hz minimum: resampled up to "
+            f"{rate} Hz (this adds no detail)"
+        )
+    channels = min(profile.audio_channels, info.channels or profile.audio_channels)
+    chosen = _first_choice(length, rate, channels, profile, limit)
+    if limit is not None and base64_chars(chosen.predicted_bytes(length)) >= limit:
+        chosen = _ladder_start(source, length, profile, limit)
+    while True:
+        output, out_info = _encode(source, sniffed, info, chosen, trim, length, options)
+        if limit is None or base64_chars(out_info.bytes) < limit:
+            break
+        output.unlink()
+        chosen = _next_rung(source, chosen, length, profile, limit, base64_chars(out_info.bytes))
+    return NormalizedMedia(path=output, info=out_info, actions=_actions(info, chosen, trim), warnings=warnings)
+
+
+def _trim(source: Path, duration: float, max_s: float | None, trim_s: float | None) -> float | None:
+    """The length to cut to, or None when the audio is kept whole."""
+    if max_s is None or duration <= max_s + LIMIT_TOLERANCE_S:
+        return None
+    if trim_s is None:
+        raise MediaError(
+            f"{source.name}: the audio is {duration:.1f} s long; the profile accepts at most {max_s:.0f} s",
+            code="too_long",
+            hint=f"pass --trim {max_s:.0f} to keep the first {max_s:.0f} s, or split the file",
+        )
+    if trim_s <= 0 or trim_s > max_s:
+        raise MediaError(
+            f"{source.name}: the audio is {duration:.1f} s long and --trim {trim_s:g} is outside 0..{max_s:.0f} s",
+            code="too_long",
+            hint=f"pass a --trim between 1 and {max_s:.0f} seconds",
+        )
+    return float(trim_s)
+
+
+def _passes_through(source: Path, sniffed: Sniffed, info: MediaInfo, profile: Profile) -> bool:
+    rate_ok = info.sample_rate is not None and profile.min_sample_rate <= info.sample_rate <= profile.max_sample_rate
+    if not rate_ok or not info.channels or info.channels > 2:
+        return False
+    if sniffed.container == "mp3":
+        return "mp3" in profile.audio_formats and info.audio_codec == "mp3"
+    if sniffed.container == "wav":
+        if "wav" not in profile.audio_formats or info.audio_codec not in PASSTHROUGH_WAV_CODECS:
+            return False
+        data = wav_data_chunk(source)
+        # Streamed WAVs (sizes 0 or 0xFFFFFFFF) or sizes past the end confuse readers: rewrite those.
+        return data is not None and 0 < data[1] != 0xFFFFFFFF and data[0] + data[1] <= info.bytes + 1
+    return False
+
+
+def _first_choice(length: float, rate: int, channels: int, profile: Profile, limit: int | None) -> _Encoding:
+    wav = _Encoding("wav", rate, channels)
+    mp3 = _Encoding("mp3", rate, channels, MP3_KBPS_PER_CHANNEL * channels)
+    if "mp3" not in profile.audio_formats:
+        return wav
+    if "wav" not in profile.audio_formats:
+        return mp3
+    budget = limit if limit is not None else profile.inline_limit
+    return wav if base64_chars(wav.predicted_bytes(length)) < budget else mp3
+
+
+def _ladder(profile: Profile) -> list[_Encoding]:
+    floor = max(8_000, profile.min_sample_rate)
+    return [_Encoding("mp3", max(rate, floor), 1, kbps) for rate, kbps in MP3_LADDER]
+
+
+def _ladder_start(source: Path, length: float, profile: Profile, limit: int) -> _Encoding:
+    if "mp3" not in profile.audio_formats:
+        wav = _Encoding("wav", max(8_000, profile.min_sample_rate), 1)
+        if base64_chars(wav.predicted_bytes(length)) < limit:
+            return wav
+        raise _cannot_fit(source, length, wav, base64_chars(wav.predicted_bytes(length)), limit)
+    for rung in _ladder(profile):
+        if base64_chars(rung.predicted_bytes(length)) < limit:
+            return rung
+    smallest = _ladder(profile)[-1]
+    raise _cannot_fit(source, length, smallest, base64_chars(smallest.predicted_bytes(length)), limit)
+
+
+def _next_rung(source: Path, current: _Encoding, length: float, profile: Profile, limit: int, got: int) -> _Encoding:
+    rungs = _ladder(profile) if "mp3" in profile.audio_formats else []
+    smaller = [r for r in rungs if r.predicted_bytes(length) < current.predicted_bytes(length) and r != current]
+    for rung in smaller:
+        if base64_chars(rung.predicted_bytes(length)) < limit:
+            return rung
+    raise _cannot_fit(source, length, current, got, limit)
+
+
+def _cannot_fit(source: Path, length: float, encoding: _Encoding, chars: int, limit: int) -> MediaError:
+    return MediaError(
+        f"{source.name}: {length:.1f} s of audio cannot fit inline: as {encoding.describe()} it takes about "
+        f"{chars:,} base64 characters; the limit is {limit:,}",
+        code="cannot_fit_inline",
+        hint="use --mode auto or --mode asset to upload it, or --trim to send a shorter part",
+    )
+
+
+def _encode(
+    source: Path,
+    sniffed: Sniffed,
+    info: MediaInfo,
+    enc: _Encoding,
+    trim: float | None,
+    length: float,
+    options: NormalizeOptions,
+) -> tuple[Path, MediaInfo]:
+    import ffmpeg
+
+    output = ff.output_path(options.workdir, source, "." + enc.fmt)
+    in_options = {"t": f"{trim:.3f}"} if trim is not None else {}
+    index = info.extra.get("audio_index")
+    stream_spec = str(index) if isinstance(index, int) else "a:0"
+    codec: dict[str, object] = (
+        {"c:a": "pcm_s16le"} if enc.fmt == "wav" else {"c:a": "libmp3lame", "b:a": f"{enc.kbps}k"}
+    )
+    if not options.keep_metadata:
+        codec["map_metadata"] = -1
+
+    def node(url: str) -> object:
+        inp = ff.input_stream(source, sniffed.ffmpeg_format, **in_options)
+        return ffmpeg.output(
+            inp[stream_spec],
+            url,
+            f=enc.fmt,
+            ar=enc.rate,
+            ac=enc.channels,
+            **codec,
+        )
+
+    try:
+        ff.run_to_file(node, output, timeout_s=ff.timeout_for(length, per_second=AUDIO_TIMEOUT_PER_S))
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
+    out_sniffed = sniff_path(output)
+    return output, with_digest(output, probe_av(output, out_sniffed))
+
+
+def _actions(info: MediaInfo, enc: _Encoding, trim: float | None) -> list[str]:
+    actions = []
+    if trim is not None:
+        actions.append(f"trim:{trim:g}")
+    if info.sample_rate != enc.rate:
+        actions.append(f"resample:{enc.rate}")
+    if info.channels and info.channels > enc.channels:
+        actions.append("downmix:mono" if enc.channels == 1 else f"downmix:{enc.channels}ch")
+    actions.append(f"encode:{enc.fmt}")
+    if enc.kbps is not None:
+        actions.append(f"bitrate:{enc.kbps}k")
+    return actions

@@ -1,0 +1,331 @@
+"""Video the profile accepts: ``normalize_video``.
+
+Rules, in order:
+
+1. The file is validated first (every packet demuxed, first and last GOPs
+   decoded, see ``validate.py``). An MP4 holding only audio never gets here:
+   probing makes it kind ``audio``.
+2. Longer than ``profile.max_video_s``: ``too_long``, unless ``options.trim_s``
+   asks for the first N seconds (N within the limit).
+3. **Passthrough** when the container is one the profile lists and the codecs
+   satisfy it (default profile: MP4 with H.264 4:2:0 and AAC or no audio), no
+   rotation is pending, the short side is within ``max_video_lines`` and, in
+   inline mode, it fits, and no location is in its metadata (a located clip is
+   remuxed with metadata dropped: ``strip-location``). Where the ``moov`` box sits does not matter for
+   passthrough: the file is uploaded or inlined whole, never streamed
+   progressively, so rewriting it to move ``moov`` would only cost bytes-identity.
+4. **Remux before transcode**: streams that are acceptable as they are get
+   copied (``-c copy``) into MP4 with ``+faststart`` (action ``remux:mp4``); an
+   audio track the profile does not take is re-encoded to AAC on its own
+   (``transcode:aac``) while the video is still copied.
+5. Otherwise ffmpeg transcodes the video to H.264 (libx264 ``veryfast``, CRF 23,
+   yuv420p, even dimensions) with AAC audio in MP4: the display rotation is
+   applied (``rotate``; many decoders ignore the display matrix, so a rotated
+   video is always re-encoded upright), the short side is scaled down to
+   ``max_video_lines`` (``scale``; 4K becomes 1080p), an audio-less video stays
+   audio-less, timestamps are kept (variable frame rate is not padded out).
+6. Inline mode (``options.fit_chars``): when the result does not fit, a ladder
+   of sizes (720, 480, 360, 240, 144 lines) with a bitrate computed from the
+   budget and the duration is walked; when even the smallest cannot carry a
+   watchable bitrate, ``cannot_fit_inline``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import ffmpeg as ff
+from ..errors import MediaError
+from ..probe import MediaInfo
+from ..probe_av import probe_av, with_digest
+from ..profiles import Profile
+from ..sniff import Sniffed, sniff_path
+from ..validate import validate_av
+from . import NormalizedMedia, NormalizeOptions
+from .audio import LIMIT_TOLERANCE_S, base64_chars
+
+CONTAINER_NAMES = {"mp4": "mp4", "mov": "mov", "webm": "webm", "matroska": "mkv", "3gp": "3gp", "m4a": "mp4"}
+"""Sniffer container -> the name profiles use in ``video_formats``."""
+
+MP4_VIDEO_CODECS = frozenset({"h264", "hevc", "av1", "vp9", "mpeg4"})
+MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"})
+"""Codecs the MP4 muxer can carry as they are (a remux is possible)."""
+
+PLAIN_PIXEL_FORMATS = frozenset({"yuv420p", "yuvj420p"})
+"""What every H.264 decoder handles; 10-bit and 4:2:2/4:4:4 H.264 are re-encoded under a strict profile."""
+
+X264_PRESET = "veryfast"
+X264_CRF = 23
+AAC_KBPS_PER_CHANNEL = 64
+REMUX_TIMEOUT_PER_S = 0.5
+TRANSCODE_TIMEOUT_PER_S = 4.0
+
+INLINE_RUNGS: tuple[tuple[int, int], ...] = ((720, 300), (480, 150), (360, 80), (240, 40), (144, 16))
+"""Inline ladder: (short side in lines, lowest video kbps still worth sending at that size)."""
+INLINE_AUDIO_KBPS = 32
+INLINE_MARGIN = 0.92
+"""Share of the byte budget given to the encoder's bitrate target (rate control overshoots a little)."""
+INLINE_TRIES_PER_RUNG = 3
+
+
+@dataclass
+class _Plan:
+    """What the ffmpeg run does."""
+
+    copy_video: bool
+    copy_audio: bool
+    has_audio: bool
+    size: tuple[int, int]
+    video_kbps: int | None = None
+    audio_kbps: int | None = None
+    audio_channels: int | None = None
+    audio_rate: int | None = None
+    actions: list[str] = field(default_factory=list)
+
+
+def normalize_video(
+    source: Path, sniffed: Sniffed, info: MediaInfo, profile: Profile, options: NormalizeOptions
+) -> NormalizedMedia:
+    """Make ``source`` a video the profile accepts (see the module docstring for the rules).
+
+    Args:
+        source: the input file (never modified).
+        sniffed: its sniffer verdict (the ffmpeg demuxer is forced from it).
+        info: ``probe_av``'s result for it (kind ``video``).
+        profile: what the target accepts.
+        options: workdir for outputs, inline budget, trim.
+
+    Returns:
+        The output file (the source itself on passthrough), its ``MediaInfo`` (with ``sha256``),
+        the actions taken (``trim:N``, ``remux:mp4``, ``transcode:h264``, ``rotate``, ``scale``,
+        ``transcode:aac``, ``bitrate:Nk``) and warnings.
+
+    Raises:
+        MediaError: ``empty``, ``corrupt_media``, ``too_long`` or ``cannot_fit_inline``.
+        ProcessingError: ffmpeg failed or timed out.
+    """
+    validation = validate_av(source, sniffed, info)
+    warnings = list(validation.warnings)
+    duration = max(validation.decoded_s, info.duration_s or 0.0)
+    trim = _trim(source, duration, profile.max_video_s, options.trim_s)
+    length = trim if trim is not None else duration
+    limit = options.fit_chars
+    width, height = _upright(info)
+
+    video_ok = _video_acceptable(info, profile)
+    audio_ok = _audio_acceptable(info, profile)
+    container_ok = CONTAINER_NAMES.get(sniffed.container) in profile.video_formats
+    fits = limit is None or base64_chars(info.bytes) < limit
+    # Phones write where a clip was shot into its metadata: like image GPS, it is not sent unless asked.
+    located = bool(info.extra.get("location_tags")) and not options.keep_metadata
+    if container_ok and video_ok and audio_ok and trim is None and fits and not located:
+        return NormalizedMedia(path=source, info=with_digest(source, info), actions=[], warnings=warnings)
+
+    copy_video = video_ok and info.video_codec in MP4_VIDEO_CODECS
+    copy_audio = audio_ok and (info.audio_codec is None or info.audio_codec in MP4_AUDIO_CODECS)
+    plan = _Plan(
+        copy_video=copy_video,
+        copy_audio=copy_audio,
+        has_audio=info.audio_codec is not None,
+        size=(width, height) if copy_video else _target_size(width, height, profile.max_video_lines),
+    )
+    if not copy_video:
+        plan.copy_audio = copy_audio = copy_audio and info.audio_codec == "aac"
+    _describe(plan, info, trim, located)
+    output, out_info = _run(source, sniffed, info, plan, trim, length, options)
+    if limit is not None and base64_chars(out_info.bytes) >= limit:
+        output.unlink()
+        output, out_info, plan = _fit_inline(source, sniffed, info, profile, trim, length, limit, options, located)
+    return NormalizedMedia(path=output, info=out_info, actions=plan.actions, warnings=warnings)
+
+
+def _upright(info: MediaInfo) -> tuple[int, int]:
+    width, height = info.width or 0, info.height or 0
+    return (height, width) if info.rotation in (90, 270) else (width, height)
+
+
+def _video_acceptable(info: MediaInfo, profile: Profile) -> bool:
+    if info.rotation:
+        return False
+    if profile.video_codecs:
+        if info.video_codec not in profile.video_codecs:
+            return False
+        if info.video_codec == "h264" and info.mode not in PLAIN_PIXEL_FORMATS:
+            return False
+    lines = min(info.width or 0, info.height or 0)
+    return profile.max_video_lines is None or lines <= profile.max_video_lines
+
+
+def _audio_acceptable(info: MediaInfo, profile: Profile) -> bool:
+    if info.audio_codec is None or not profile.audio_codecs_in_video:
+        return True
+    return info.audio_codec in profile.audio_codecs_in_video
+
+
+def _trim(source: Path, duration: float, max_s: float | None, trim_s: float | None) -> float | None:
+    if max_s is None or duration <= max_s + LIMIT_TOLERANCE_S:
+        return None
+    if trim_s is None:
+        raise MediaError(
+            f"{source.name}: the video is {duration:.1f} s long; the profile accepts at most {max_s:.0f} s",
+            code="too_long",
+            hint=f"pass --trim {max_s:.0f} to keep the first {max_s:.0f} s, or cut the video yourself",
+        )
+    if trim_s <= 0 or trim_s > max_s:
+        raise MediaError(
+            f"{source.name}: the video is {duration:.1f} s long and --trim {trim_s:g} is outside 0..{max_s:.0f} s",
+            code="too_long",
+            hint=f"pass a --trim between 1 and {max_s:.0f} seconds",
+        )
+    return float(trim_s)
+
+
+def _target_size(width: int, height: int, max_lines: int | None) -> tuple[int, int]:
+    """Size after scaling the short side down to ``max_lines``, both sides even (at least 2)."""
+    short = min(width, height)
+    factor = max_lines / short if max_lines is not None and short > max_lines else 1.0
+    return _even(width * factor), _even(height * factor)
+
+
+def _even(value: float) -> int:
+    # Rounded down to even: yuv420p needs even sides, and down never exceeds the line limit.
+    return max(2, int(value + 1e-6) // 2 * 2)
+
+
+def _describe(plan: _Plan, info: MediaInfo, trim: float | None, located: bool) -> None:
+    actions = [f"trim:{trim:g}"] if trim is not None else []
+    if located:
+        actions.append("strip-location")
+    if plan.copy_video:
+        actions.append("remux:mp4")
+    else:
+        actions.append("transcode:h264")
+        if info.rotation:
+            actions.append("rotate")
+        if plan.size != _upright(info):
+            actions.append("scale")
+        if plan.video_kbps is not None:
+            actions.append(f"bitrate:{plan.video_kbps}k")
+    if plan.has_audio and not plan.copy_audio:
+        actions.append("transcode:aac")
+    plan.actions = actions
+
+
+def _run(
+    source: Path,
+    sniffed: Sniffed,
+    info: MediaInfo,
+    plan: _Plan,
+    trim: float | None,
+    length: float,
+    options: NormalizeOptions,
+) -> tuple[Path, MediaInfo]:
+    import ffmpeg
+
+    output = ff.output_path(options.workdir, source, ".mp4")
+    in_options = {"t": f"{trim:.3f}"} if trim is not None else {}
+    vindex = info.extra.get("video_index")
+    aindex = info.extra.get("audio_index")
+    keep_metadata = options.keep_metadata
+
+    def node(url: str) -> Any:
+        inp = ff.input_stream(source, sniffed.ffmpeg_format, **in_options)
+        video = inp[str(vindex) if isinstance(vindex, int) else "v:0"]
+        options: dict[str, Any] = {"f": "mp4", "movflags": "+faststart", "map_chapters": -1}
+        if not keep_metadata:
+            options["map_metadata"] = -1
+        if plan.copy_video:
+            options["c:v"] = "copy"
+        else:
+            width, height = plan.size
+            # ffmpeg applies the display rotation itself (autorotate) before this filter.
+            video = video.filter("scale", width, height).filter("setsar", 1)
+            options.update({"c:v": "libx264", "preset": X264_PRESET, "pix_fmt": "yuv420p", "fps_mode": "vfr"})
+            if plan.video_kbps is None:
+                options["crf"] = X264_CRF
+            else:
+                kbps = plan.video_kbps
+                options.update({"b:v": f"{kbps}k", "maxrate": f"{kbps}k", "bufsize": f"{2 * kbps}k"})
+        streams = [video]
+        if plan.has_audio:
+            streams.append(inp[str(aindex) if isinstance(aindex, int) else "a:0"])
+            if plan.copy_audio:
+                options["c:a"] = "copy"
+            else:
+                channels = plan.audio_channels or min(info.channels or 2, 2)
+                kbps = plan.audio_kbps or AAC_KBPS_PER_CHANNEL * channels
+                options.update({"c:a": "aac", "b:a": f"{kbps}k", "ac": channels})
+                rate = plan.audio_rate or (48_000 if (info.sample_rate or 0) > 48_000 else None)
+                if rate:
+                    options["ar"] = rate
+        return ffmpeg.output(*streams, url, **options)
+
+    per_second = REMUX_TIMEOUT_PER_S if plan.copy_video else TRANSCODE_TIMEOUT_PER_S
+    try:
+        ff.run_to_file(node, output, timeout_s=ff.timeout_for(length, per_second=per_second))
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
+    return output, with_digest(output, probe_av(output, sniff_path(output)))
+
+
+def _fit_inline(
+    source: Path,
+    sniffed: Sniffed,
+    info: MediaInfo,
+    profile: Profile,
+    trim: float | None,
+    length: float,
+    limit: int,
+    options: NormalizeOptions,
+    located: bool,
+) -> tuple[Path, MediaInfo, _Plan]:
+    """Walk the size ladder until the output's base64 is under ``limit``."""
+    budget_bytes = (limit - 1) // 4 * 3
+    width, height = _upright(info)
+    has_audio = info.audio_codec is not None
+    audio_kbps = INLINE_AUDIO_KBPS if has_audio else 0
+    seconds = max(length, 0.1)
+    top = min(width, height, profile.max_video_lines or min(width, height))
+    floors: dict[int, int] = {}
+    for lines, floor_kbps in INLINE_RUNGS:
+        # A rung above the video's own size collapses onto it, keeping the lowest floor that applies.
+        floors[min(lines, top)] = floor_kbps
+    rungs = sorted(floors.items(), reverse=True)
+    target_kbps = int(budget_bytes * INLINE_MARGIN * 8 / seconds / 1000) - audio_kbps
+    last_chars = None
+    for lines, floor_kbps in rungs:
+        kbps = target_kbps
+        for _ in range(INLINE_TRIES_PER_RUNG):
+            if kbps < floor_kbps:
+                break
+            plan = _Plan(
+                copy_video=False,
+                copy_audio=False,
+                has_audio=has_audio,
+                size=_target_size(width, height, lines),
+                video_kbps=kbps,
+                audio_kbps=INLINE_AUDIO_KBPS,
+                audio_channels=1,
+                audio_rate=min(info.sample_rate or 44_100, 44_100),
+            )
+            _describe(plan, info, trim, located)
+            output, out_info = _run(source, sniffed, info, plan, trim, length, options)
+            chars = base64_chars(out_info.bytes)
+            if chars < limit:
+                return output, out_info, plan
+            output.unlink()
+            last_chars = chars
+            # Rate control overshoots on short clips: scale the target by the miss and retry.
+            kbps = int(kbps * limit / chars * INLINE_MARGIN)
+    smallest = rungs[-1]
+    needed = last_chars or base64_chars(math.ceil((smallest[1] + audio_kbps) * 1000 / 8 * seconds))
+    raise MediaError(
+        f"{source.name}: {seconds:.1f} s of video cannot fit inline: even at {smallest[0]} lines and "
+        f"{smallest[1]} kbps it takes about {needed:,} base64 characters; the limit is {limit:,}",
+        code="cannot_fit_inline",
+        hint="use --mode auto or --mode asset to upload it, or --trim to send a shorter part",
+    )
