@@ -65,8 +65,14 @@ def main() -> int:
         ours = timed(lambda: run(nvmedia_cmd("prepare", str(folder), "--mode", "inline", "-o", str(out_ours))))
         lines = out_ours.read_text().count("\n")
         assert lines == args.count, f"expected {args.count} records, got {lines}"
-        report("passthrough", files=args.count, floor_s=round(floor, 3), nvmedia_s=round(ours, 3),
-               ratio=round(ours / floor, 2), target="<= 2.0")
+        report(
+            "passthrough",
+            files=args.count,
+            floor_s=round(floor, 3),
+            nvmedia_s=round(ours, 3),
+            ratio=round(ours / floor, 2),
+            target="<= 2.0",
+        )
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -173,11 +173,24 @@ def prepare(
     if isinstance(sources, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(sources, "read"):
         source_list: Sequence[SourceLike] = [sources]  # type: ignore[list-item]
     else:
-        source_list = list(sources)  # type: ignore[arg-type]
+        source_list = list(sources)
     settings = _settings(
-        mode=mode, profile=profile, group=group, inline_limit=inline_limit, request_limit=request_limit,
-        assets_url=assets_url, api_key=api_key, dry_run=dry_run, emulate=emulate, keep=keep, jobs=jobs,
-        cache=cache, cache_dir=cache_dir, audio_part=audio_part, keep_metadata=keep_metadata, trim_s=trim_s,
+        mode=mode,
+        profile=profile,
+        group=group,
+        inline_limit=inline_limit,
+        request_limit=request_limit,
+        assets_url=assets_url,
+        api_key=api_key,
+        dry_run=dry_run,
+        emulate=emulate,
+        keep=keep,
+        jobs=jobs,
+        cache=cache,
+        cache_dir=cache_dir,
+        audio_part=audio_part,
+        keep_metadata=keep_metadata,
+        trim_s=trim_s,
     )
     delivery = Delivery(settings)
     items: list[Item] = []
@@ -205,9 +218,7 @@ async def aprepare(sources: SourceLike | Sequence[SourceLike], **options: Any) -
     return await asyncio.to_thread(prepare, sources, **options)
 
 
-def inspect(
-    path: str | os.PathLike[str], *, profile: str | Path | Profile | None = None, mode: Mode = "auto"
-) -> Item:
+def inspect(path: str | os.PathLike[str], *, profile: str | Path | Profile | None = None, mode: Mode = "auto") -> Item:
     """What ``path`` is and what ``prepare`` would do with it; nothing is written or sent."""
     prep = prepare([path], profile=profile, mode=mode, dry_run=True, on_error="keep", jobs=1, group="file")
     prep.close()
@@ -226,9 +237,12 @@ def _local_path(url: str) -> str | None:
     return url
 
 
-def rewrite_messages(
-    messages: Sequence[dict[str, Any]], **options: Any
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def _literal(text: str) -> Callable[[re.Match[str]], str]:
+    """A ``re.sub`` replacement that inserts ``text`` as is (no backslash processing)."""
+    return lambda _match: text
+
+
+def rewrite_messages(messages: Sequence[dict[str, Any]], **options: Any) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Replace local file references in chat messages with ready-to-send media.
 
     Parts like ``{"type": "image_url", "image_url": {"url": "photos/cat.heic"}}`` (a path or
@@ -260,16 +274,15 @@ def rewrite_messages(
     if not refs:
         return new_messages, {}
     options.setdefault("group", "all")
-    prep = prepare([p for p, _ in refs], **options)
+    prep = prepare(list(dict.fromkeys(p for p, _ in refs)), **options)  # each file once
     by_path = {it.source: it for it in prep.items}
     for path, where in refs:
         item = by_path[path]
         if item.part is None or item.tag is None:
             raise NVMediaError(f"{path} was not delivered", code="asset_api_error")
         if "content" in where and isinstance(where["content"], str):
-            where["content"] = re.sub(
-                r'<(img|audio|video)\s+src="' + re.escape(path) + r'"\s*/>', lambda _m: item.tag or "", where["content"]
-            )
+            pattern = r'<(img|audio|video)\s+src="' + re.escape(path) + r'"\s*/>'
+            where["content"] = re.sub(pattern, _literal(item.tag), where["content"])
         else:
             where.clear()
             where.update(item.part)

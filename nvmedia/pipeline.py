@@ -34,8 +34,16 @@ if TYPE_CHECKING:
 
 DEFAULT_ASSETS_URL = "https://api.nvcf.nvidia.com/v2/nvcf/assets"
 EMULATOR_KEY = "nvapi-emulator-local-key"
-_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "audio/wav": ".wav",
-               "audio/mpeg": ".mp3", "video/mp4": ".mp4", "video/quicktime": ".mov", "video/webm": ".webm"}
+_EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "audio/wav": ".wav",
+    "audio/mpeg": ".mp3",
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/webm": ".webm",
+}
 
 ProgressFn = Callable[[str, int, int, str], None]
 """``progress(stage, done, total, name)``; stage is ``normalize`` or ``upload``."""
@@ -342,7 +350,7 @@ def _plan_group(items: list[Item], settings: Settings) -> None:
         for it in media:
             it.fail(exc)
         return
-    for it, delivery in zip(media, plan.deliveries):
+    for it, delivery in zip(media, plan.deliveries, strict=True):
         it.delivery = delivery
     for index in plan.promoted:
         media[index].warnings.append("uploaded as an asset to keep the request under --request-limit")
@@ -458,4 +466,3 @@ def _request_for(items: list[Item]) -> Request | None:
         tags=tags(it.tag for it in included if it.tag),
         headers=asset_headers(ids),
     )
-

@@ -107,10 +107,10 @@ def plan_request(
                 code="cannot_fit_inline",
                 hint="use --group file to send items in separate requests, or --mode auto to upload some",
             )
-        return Plan(("inline",) * n, inline_chars=total)
+        return Plan(tuple("inline" for _ in range(n)), inline_chars=total)
 
     deliveries = ["inline" if s < inline_limit else "asset" for s in b64_sizes]
-    total = sum(s for s, d in zip(b64_sizes, deliveries) if d == "inline")
+    total = sum(s for s, d in zip(b64_sizes, deliveries, strict=True) if d == "inline")
     promoted: list[int] = []
     # Largest first; ties broken by position so the plan is deterministic.
     candidates = sorted((i for i in range(n) if deliveries[i] == "inline"), key=lambda i: (-b64_sizes[i], i))

@@ -11,9 +11,9 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Literal, Union
+from typing import BinaryIO, Literal
 
-SourceLike = Union[str, os.PathLike[str], bytes, bytearray, memoryview, BinaryIO]
+SourceLike = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 Group = Literal["file", "dir", "all"]
 
 
@@ -59,7 +59,9 @@ def _walk(root: Path, given: str) -> Iterator[Source]:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            yield Source(_join(given, rel), folder, rel=rel, explicit=False, skip_reason=f"unreadable folder: {exc.strerror}")
+            yield Source(
+                _join(given, rel), folder, rel=rel, explicit=False, skip_reason=f"unreadable folder: {exc.strerror}"
+            )
             return
         for entry in entries:
             child_rel = rel / entry.name
@@ -74,11 +76,17 @@ def _walk(root: Path, given: str) -> Iterator[Source]:
                     yield Source(name, path, rel=child_rel, explicit=False, skip_reason="broken link")
                     continue
                 if not _inside(target, real_root):
-                    yield Source(name, path, rel=child_rel, explicit=False, skip_reason="link points outside the folder")
+                    yield Source(
+                        name, path, rel=child_rel, explicit=False, skip_reason="link points outside the folder"
+                    )
                     continue
                 if target.is_dir():
                     yield Source(
-                        name, path, rel=child_rel, explicit=False, skip_reason="link to a folder (not followed: it could loop)"
+                        name,
+                        path,
+                        rel=child_rel,
+                        explicit=False,
+                        skip_reason="link to a folder (not followed: it could loop)",
                     )
                     continue
             if entry.is_dir(follow_symlinks=False):
@@ -116,7 +124,7 @@ def expand(inputs: Iterable[SourceLike], group: Group = "file") -> list[Source]:
                 raise TypeError(f"{name}: file objects must be opened in binary mode")
             sources.append(Source(name, data=bytes(data), group=f"fobj:{index}"))
             continue
-        given = os.fspath(item)  # type: ignore[arg-type]
+        given = os.fspath(item)
         path = Path(given)
         if path.is_dir():
             for source in _walk(path, given):

@@ -8,7 +8,7 @@ where those are expected; ``video_url`` and ``audio_url`` are NVIDIA's additions
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Literal, TypedDict, Union
+from typing import Literal, TypedDict
 
 from .sniff import Kind
 
@@ -52,8 +52,8 @@ class TextPart(TypedDict):
     text: str
 
 
-MediaPart = Union[ImageURLPart, VideoURLPart, AudioURLPart, InputAudioPart]
-ContentPart = Union[TextPart, MediaPart]
+MediaPart = ImageURLPart | VideoURLPart | AudioURLPart | InputAudioPart
+ContentPart = TextPart | MediaPart
 
 _TAGS: dict[str, str] = {"image": "img", "audio": "audio", "video": "video"}
 _AUDIO_FORMATS: dict[str, Literal["wav", "mp3"]] = {"audio/wav": "wav", "audio/mpeg": "mp3"}

@@ -61,7 +61,11 @@ def test_every_plan_satisfies_all_limits_or_raises_the_right_error(
 ) -> None:
     try:
         plan = plan_request(
-            b64_sizes, mode=mode, inline_limit=inline_limit, request_limit=request_limit, max_assets=max_assets  # type: ignore[arg-type]
+            b64_sizes,
+            mode=mode,
+            inline_limit=inline_limit,
+            request_limit=request_limit,
+            max_assets=max_assets,  # type: ignore[arg-type]
         )
     except PlanError as exc:
         assert exc.code == "too_many_assets"
@@ -73,7 +77,7 @@ def test_every_plan_satisfies_all_limits_or_raises_the_right_error(
         assert any(s >= inline_limit for s in b64_sizes) or sum(b64_sizes) >= request_limit
         return
     assert len(plan.deliveries) == len(b64_sizes)
-    inline = [s for s, d in zip(b64_sizes, plan.deliveries) if d == "inline"]
+    inline = [s for s, d in zip(b64_sizes, plan.deliveries, strict=True) if d == "inline"]
     assert all(s < inline_limit for s in inline)
     assert not inline or sum(inline) < request_limit
     assert plan.asset_count <= max_assets
@@ -81,7 +85,7 @@ def test_every_plan_satisfies_all_limits_or_raises_the_right_error(
         assert plan.asset_count == len(b64_sizes)
     if mode == "auto":
         # Nothing was uploaded that could have stayed inline without breaking a limit.
-        for i, (size, delivery) in enumerate(zip(b64_sizes, plan.deliveries)):
+        for i, (size, delivery) in enumerate(zip(b64_sizes, plan.deliveries, strict=True)):
             if delivery == "asset" and i not in plan.promoted:
                 assert size >= inline_limit
         for i in plan.promoted:

@@ -141,7 +141,10 @@ def test_rewrite_messages_replaces_local_paths(emu: NVCFEmulator, tmp_path: Path
     photo = tmp_path / "cat.bmp"
     shutil.copy(CORPUS / "pillow__hopper.bmp", photo)
     messages = [
-        {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": str(photo)}}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": str(photo)}}],
+        },
         {"role": "user", "content": f'and <audio src="{LARGE}" /> too'},
     ]
     new, headers = nvmedia.rewrite_messages(messages, assets_url=emu.assets_url, api_key=KEY, cache=False)
@@ -194,12 +197,26 @@ def test_emulate_flag_uploads_without_a_key(tmp_path: Path, monkeypatch: pytest.
     assert main(["prepare", str(LARGE), "--emulate", "-o", str(out)]) == 0
     (record,) = _manifest(out)
     assert record["delivery"] == "asset" and record["asset_id"]
-    assert record["part"] == {"type": "audio_url", "audio_url": {"url": f"data:audio/wav;asset_id,{record['asset_id']}"}}
+    assert record["part"] == {
+        "type": "audio_url",
+        "audio_url": {"url": f"data:audio/wav;asset_id,{record['asset_id']}"},
+    }
 
 
 def test_unreachable_asset_api_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["prepare", str(LARGE), "--assets-url", "http://127.0.0.1:9/v2/nvcf/assets", "--api-key", KEY,
-                 "--no-cache", "-o", str(tmp_path / "m.jsonl")])
+    code = main(
+        [
+            "prepare",
+            str(LARGE),
+            "--assets-url",
+            "http://127.0.0.1:9/v2/nvcf/assets",
+            "--api-key",
+            KEY,
+            "--no-cache",
+            "-o",
+            str(tmp_path / "m.jsonl"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "unreachable" in err and err.count("\n") == 1
     assert not (tmp_path / "m.jsonl").exists()  # a failed run leaves nothing half-written
@@ -211,8 +228,23 @@ def test_no_secret_in_any_output(
     caplog.set_level(logging.DEBUG)
     emu.inject("503", times=1, path_prefix="/s3/", retry_after=None)
     out = tmp_path / "m.jsonl"
-    assert main(["prepare", str(SMALL), str(LARGE), "-o", str(out), "--no-cache", "--assets-url", emu.assets_url,
-                 "--api-key", KEY]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                str(SMALL),
+                str(LARGE),
+                "-o",
+                str(out),
+                "--no-cache",
+                "--assets-url",
+                emu.assets_url,
+                "--api-key",
+                KEY,
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     everything = out.read_text() + captured.out + captured.err + caplog.text
     assert KEY not in everything

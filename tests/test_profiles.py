@@ -30,7 +30,9 @@ def test_unknown_profile_names_the_known_ones() -> None:
 
 def test_profile_from_toml_file(tmp_path: Path) -> None:
     path = tmp_path / "small.toml"
-    path.write_text('base = "nemotron-3-nano-omni"\nname = "small"\nmax_image_pixels = 1000000\nimage_formats = ["jpeg"]\n')
+    path.write_text(
+        'base = "nemotron-3-nano-omni"\nname = "small"\nmax_image_pixels = 1000000\nimage_formats = ["jpeg"]\n'
+    )
     p = get_profile(str(path))
     assert p.name == "small" and p.max_image_pixels == 1_000_000 and p.image_formats == ("jpeg",)
     assert p.max_video_s == 120  # inherited from the base

@@ -3,10 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import CORPUS, corpus_expectations
 
 from nvmedia.sniff import sniff_bytes, sniff_path
-
-from support import CORPUS, corpus_expectations
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
 

@@ -44,7 +44,8 @@ class NormalizedMedia:
     Attributes:
         path: the file whose bytes are sent (the source itself on passthrough).
         info: properties of the output (``mime`` is one the profile accepts).
-        actions: what was done, in order (``exif-transpose``, ``strip-metadata``, ``encode:jpeg``...); empty on passthrough.
+        actions: what was done, in order (``exif-transpose``, ``strip-metadata``, ``encode:jpeg``...);
+            empty on passthrough.
         warnings: things the user should know (``animated: kept the first of 31 frames``...).
     """
 
