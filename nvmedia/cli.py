@@ -82,6 +82,9 @@ def _build_parser() -> argparse.ArgumentParser:
     emu = sub.add_parser("emulator", help="run the local NVCF emulator; prints its base URL first")
     emu.add_argument("--host", default="127.0.0.1")
     emu.add_argument("--port", type=int, default=0)
+    emu.add_argument("--latency-api", type=float, default=0.0, metavar="S", help="seconds added to each asset-API call")
+    emu.add_argument("--latency-upload", type=float, default=0.0, metavar="S", help="seconds added to each upload")
+    emu.add_argument("--storage-dir", metavar="DIR", help="where uploaded bytes are kept (default: a temp folder)")
     return parser
 
 
@@ -260,7 +263,11 @@ def _cmd_assets(args: argparse.Namespace) -> int:
 def _cmd_emulator(args: argparse.Namespace) -> int:
     from .testing.emulator import main as emulator_main
 
-    return emulator_main(["--host", args.host, "--port", str(args.port)])
+    argv = ["--host", args.host, "--port", str(args.port)]
+    argv += ["--latency-api", str(args.latency_api), "--latency-upload", str(args.latency_upload)]
+    if args.storage_dir:
+        argv += ["--storage-dir", args.storage_dir]
+    return emulator_main(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

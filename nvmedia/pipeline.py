@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 DEFAULT_ASSETS_URL = "https://api.nvcf.nvidia.com/v2/nvcf/assets"
 EMULATOR_KEY = "nvapi-emulator-local-key"
+UPLOADS_PER_JOB = 4
+MAX_UPLOAD_CONNECTIONS = 16
 _EXTENSIONS = {
     "image/png": ".png",
     "image/jpeg": ".jpg",
@@ -445,7 +447,9 @@ def _deliver_group(
                     uploaded += 1
                     progress("upload", uploaded, len(to_upload), it.source)
 
-        with ThreadPoolExecutor(max_workers=min(jobs, len(to_upload), 8), thread_name_prefix="nvmedia-upload") as pool:
+        # Uploads wait on the network, not the CPU: a few connections per worker, bounded.
+        workers = min(len(to_upload), UPLOADS_PER_JOB * jobs, MAX_UPLOAD_CONNECTIONS)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nvmedia-upload") as pool:
             for future in [pool.submit(upload_one, it) for it in to_upload]:
                 future.result()
     ids = [it.asset_id for it in items if it.ok and it.asset_id]
