@@ -73,6 +73,25 @@ _heif_lock = threading.Lock()
 _heif_registered = False
 
 
+_quiet_lock = threading.Lock()
+_quiet_done = False
+
+
+def _quiet_pillow() -> None:
+    """Keep Pillow's own warnings (corrupt EXIF, malformed MPO headers, oversized images) off stderr.
+
+    The first two are harmless and the last is our own pixel cap's business. A process-wide filter
+    scoped to Pillow's modules is installed once instead of ``warnings.catch_warnings()``, which is
+    not thread-safe: worker threads restoring each other's saved filters can leave every warning of
+    the process silenced.
+    """
+    global _quiet_done
+    with _quiet_lock:
+        if not _quiet_done:
+            warnings.filterwarnings("ignore", module=r"PIL(\..*)?$")
+            _quiet_done = True
+
+
 def _register_heif() -> None:
     """Register pillow-heif's opener once per process (importing it costs ~50 ms, so only on demand)."""
     global _heif_registered
@@ -240,29 +259,26 @@ def open_image(path: Path, sniffed: Sniffed, *, max_pixels: int) -> Iterator[Ima
         Image.MAX_IMAGE_PIXELS = max_pixels
     formats = _PILLOW_FORMATS.get(sniffed.container)
 
-    with warnings.catch_warnings():
-        # Pillow warns about corrupt EXIF, malformed MPO headers and oversized images; the first two are
-        # harmless and the last is our own cap's business, so none of them should reach the user's stderr.
-        warnings.simplefilter("ignore")
-        with path.open("rb") as fh:
-            try:
-                im = Image.open(fh, formats=list(formats) if formats else None)
-            except NVMediaError:
+    _quiet_pillow()
+    with path.open("rb") as fh:
+        try:
+            im = Image.open(fh, formats=list(formats) if formats else None)
+        except NVMediaError:
+            raise
+        except Exception as exc:
+            mapped = _map_error(exc, path, sniffed, max_pixels, opening=True)
+            if mapped is None:
                 raise
-            except Exception as exc:
-                mapped = _map_error(exc, path, sniffed, max_pixels, opening=True)
-                if mapped is None:
-                    raise
-                raise mapped from None
-            try:
-                _check_size(im, path, sniffed, max_pixels)
-                yield im
-            except NVMediaError:
+            raise mapped from None
+        try:
+            _check_size(im, path, sniffed, max_pixels)
+            yield im
+        except NVMediaError:
+            raise
+        except Exception as exc:
+            mapped = _map_error(exc, path, sniffed, max_pixels, opening=False)
+            if mapped is None:
                 raise
-            except Exception as exc:
-                mapped = _map_error(exc, path, sniffed, max_pixels, opening=False)
-                if mapped is None:
-                    raise
-                raise mapped from None
-            finally:
-                im.close()
+            raise mapped from None
+        finally:
+            im.close()

@@ -61,7 +61,7 @@ class Settings:
     request_limit: int | None = None
     group: Group = "file"
     assets_url: str | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     dry_run: bool = False
     emulate: bool = False
     keep: Path | None = None

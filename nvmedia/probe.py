@@ -8,7 +8,6 @@ prober may refine the kind (an MP4 holding only audio is audio).
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,27 +110,24 @@ def probe_image(path: Path, sniffed: Sniffed, *, max_pixels: int = 89_478_485) -
     from .image_open import image_orientation, open_image
 
     size = path.stat().st_size
-    with warnings.catch_warnings():
-        # open_image silences Pillow's warnings too; this also covers the header walk below.
-        warnings.simplefilter("ignore")
-        with open_image(path, sniffed, max_pixels=max_pixels) as im:
-            width, height = im.size
-            frames = int(getattr(im, "n_frames", 1) or 1)
-            mode = im.mode
-            has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
-            orientation = image_orientation(im) if im.format != "PNG" or "exif" in im.info else None
-            bit_depth = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}.get(mode, 8)
-            return MediaInfo(
-                kind="image",
-                container=sniffed.container,
-                mime=sniffed.mime,
-                bytes=size,
-                width=width,
-                height=height,
-                mode=mode,
-                frames=frames,
-                orientation=orientation,
-                bit_depth=bit_depth,
-                has_alpha=has_alpha,
-                extra={"format": im.format},
-            )
+    with open_image(path, sniffed, max_pixels=max_pixels) as im:
+        width, height = im.size
+        frames = int(getattr(im, "n_frames", 1) or 1)
+        mode = im.mode
+        has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+        orientation = image_orientation(im) if im.format != "PNG" or "exif" in im.info else None
+        bit_depth = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}.get(mode, 8)
+        return MediaInfo(
+            kind="image",
+            container=sniffed.container,
+            mime=sniffed.mime,
+            bytes=size,
+            width=width,
+            height=height,
+            mode=mode,
+            frames=frames,
+            orientation=orientation,
+            bit_depth=bit_depth,
+            has_alpha=has_alpha,
+            extra={"format": im.format},
+        )

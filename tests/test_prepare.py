@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -249,3 +250,16 @@ def test_no_secret_in_any_output(
     everything = out.read_text() + captured.out + captured.err + caplog.text
     assert KEY not in everything
     assert "X-Amz-Signature" not in everything
+
+
+def test_settings_repr_never_shows_the_key() -> None:
+    from nvmedia.pipeline import Settings
+
+    assert KEY not in repr(Settings(api_key=KEY))
+
+
+def test_processing_images_on_threads_does_not_silence_the_callers_warnings() -> None:
+    images = [CORPUS / n for n in ("small__tiff.tif", "pillow__sugarshack_bad_mpo_header.jpg", "pillow__hopper.bmp")]
+    nvmedia.prepare(images * 3, dry_run=True, jobs=2, on_error="keep").close()
+    with pytest.warns(UserWarning, match="still heard"):
+        warnings.warn("still heard", UserWarning, stacklevel=1)
