@@ -196,3 +196,40 @@ def test_help_lists_the_commands() -> None:
     out = subprocess.run([sys.executable, "-m", "nvmedia", "--help"], capture_output=True, text=True).stdout
     for command in ("prepare", "inspect", "assets", "emulator"):
         assert command in out
+
+
+def test_progress_shows_on_a_terminal_and_never_in_the_manifest(tmp_path: Path) -> None:
+    import pty
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        shutil.copy(PLAIN_WEBP, folder / f"{i}.webp")
+    main_fd, tty_fd = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nvmedia", "prepare", str(folder), "--dry-run"],
+        stdout=subprocess.PIPE,
+        stderr=tty_fd,
+    )
+    os.close(tty_fd)
+    out, _ = proc.communicate(timeout=60)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main_fd)
+    assert proc.returncode == 0
+    assert b"3/3" in shown and b"normalize" in shown
+    assert b"normalize" not in out and len(out.splitlines()) == 3
+
+
+def test_no_progress_when_stderr_is_not_a_terminal() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "nvmedia", "prepare", str(PLAIN_WEBP), "--dry-run"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stderr == ""
