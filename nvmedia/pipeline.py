@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 DEFAULT_ASSETS_URL = "https://api.nvcf.nvidia.com/v2/nvcf/assets"
 EMULATOR_KEY = "nvapi-emulator-local-key"
 UPLOADS_PER_JOB = 4
+LOOKAHEAD_PER_JOB = 8
 MAX_UPLOAD_CONNECTIONS = 16
 _EXTENSIONS = {
     "image/png": ".png",
@@ -397,10 +398,17 @@ def run(
         jobs = max(1, settings.jobs)
         try:
             with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="nvmedia-normalize") as pool:
-                futures: list[Future[Item]] = [pool.submit(stage_one, s) for s in sources]
+                futures: dict[int, Future[Item]] = {}
+                # Workers run at most LOOKAHEAD_PER_JOB items per worker ahead of the request being
+                # delivered, so memory stays flat over a large folder (each item may hold its base64).
+                lookahead = LOOKAHEAD_PER_JOB * jobs
+                submitted = 0
                 try:
                     for indexes in groups:
-                        items = [futures[i].result() for i in indexes]
+                        while submitted < min(len(sources), max(indexes) + 1 + lookahead):
+                            futures[submitted] = pool.submit(stage_one, sources[submitted])
+                            submitted += 1
+                        items = [futures.pop(i).result() for i in indexes]
                         _plan_group(items, settings)
                         _deliver_group(items, settings, delivery, jobs, progress)
                         request = _request_for(items) if settings.group != "file" else None
@@ -408,7 +416,7 @@ def run(
                             it.output_path, it.b64 = None, None  # the workdir is about to go away
                         yield items, request
                 except BaseException:
-                    for f in futures:
+                    for f in futures.values():
                         f.cancel()
                     raise
         finally:
