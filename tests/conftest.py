@@ -11,3 +11,11 @@ from support import CORPUS
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     return CORPUS
+
+
+@pytest.fixture(scope="session")
+def av_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Audio and video made with the real ffmpeg by fixtures/make_av.py, once per test session."""
+    from make_av import make_av
+
+    return make_av(tmp_path_factory.getbasetemp() / "av")

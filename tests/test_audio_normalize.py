@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import CORPUS, FIXTURES, corpus_expectations, sha256_file
+from support import CORPUS, corpus_expectations, sha256_file
 
 from nvmedia.errors import MediaError
 from nvmedia.normalize import NormalizedMedia, NormalizeOptions, normalize
-from nvmedia.normalize.audio import base64_chars, normalize_audio
+from nvmedia.normalize.audio import normalize_audio
 from nvmedia.probe import MediaInfo
 from nvmedia.probe_av import probe_av
 from nvmedia.profiles import GENERIC, NEMOTRON_3_NANO_OMNI, Profile
 from nvmedia.sniff import sniff_path
-
-sys.path.insert(0, str(FIXTURES))
-from make_av import make_av  # noqa: E402
+from nvmedia.wire import b64_len
 
 DEFAULT = NEMOTRON_3_NANO_OMNI
-
-
-@pytest.fixture(scope="session")
-def av_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_av(tmp_path_factory.getbasetemp() / "av")
 
 
 def _normalize(
@@ -142,7 +134,7 @@ def test_trim_beyond_the_limit_is_refused(av_files: dict[str, Path], tmp_path: P
 def test_inline_mode_shrinks_audio_under_the_budget(av_files: dict[str, Path], tmp_path: Path) -> None:
     budget = 40_000
     result = _normalize(av_files["flac_long"], tmp_path, fit_chars=budget)
-    assert base64_chars(result.info.bytes) < budget
+    assert b64_len(result.info.bytes) < budget
     assert result.info.mime == "audio/mpeg"
     assert "encode:mp3" in result.actions
     assert result.info.sample_rate is not None and result.info.sample_rate >= 8000
@@ -151,7 +143,7 @@ def test_inline_mode_shrinks_audio_under_the_budget(av_files: dict[str, Path], t
 
 def test_inline_mode_passes_through_what_already_fits(av_files: dict[str, Path], tmp_path: Path) -> None:
     source = av_files["mp3_44k"]
-    result = _normalize(source, tmp_path, fit_chars=base64_chars(source.stat().st_size) + 1)
+    result = _normalize(source, tmp_path, fit_chars=b64_len(source.stat().st_size) + 1)
     assert result.path == source
 
 

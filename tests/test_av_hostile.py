@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import ffmpeg
 import pytest
-from support import FIXTURES, sha256_file
+from make_av import SECRET
+from support import sha256_file
 
 from nvmedia import ffmpeg as ff
 from nvmedia.errors import NVMediaError
@@ -17,15 +17,7 @@ from nvmedia.probe_av import probe_av
 from nvmedia.profiles import NEMOTRON_3_NANO_OMNI
 from nvmedia.sniff import Sniffed, sniff_path
 
-sys.path.insert(0, str(FIXTURES))
-from make_av import SECRET, make_av  # noqa: E402
-
 SMALL_TIMEOUT_S = 20.0
-
-
-@pytest.fixture(scope="session")
-def av_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_av(tmp_path_factory.getbasetemp() / "av")
 
 
 def _prepare(path: Path, workdir: Path) -> NormalizedMedia:

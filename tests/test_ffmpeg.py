@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import ffmpeg
 import imageio_ffmpeg
 import pytest
-from support import FIXTURES
 
 from nvmedia import ffmpeg as ff
 from nvmedia.errors import ConfigError, MediaError, ProcessingError
 from nvmedia.probe_av import probe_av
 from nvmedia.sniff import sniff_path
-
-sys.path.insert(0, str(FIXTURES))
-from make_av import make_av  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def av_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_av(tmp_path_factory.getbasetemp() / "av")
 
 
 def _copy_node(source: Path, fmt: str) -> object:

@@ -18,11 +18,12 @@ from support import CORPUS, FIXTURES, corpus_expectations, sha256_file
 
 from nvmedia.errors import MediaError
 from nvmedia.normalize import NormalizedMedia, NormalizeOptions
-from nvmedia.normalize.image import b64_len, fit_size, normalize_image
+from nvmedia.normalize.image import fit_size, normalize_image
 from nvmedia.normalize.metadata import strip_metadata
 from nvmedia.probe import probe
 from nvmedia.profiles import GENERIC, NEMOTRON_3_NANO_OMNI, Profile
 from nvmedia.sniff import sniff_path
+from nvmedia.wire import b64_len
 
 sys.path.insert(0, str(FIXTURES))
 from make_images import CAMERA_MAKE, XMP_MARKER, make_images  # noqa: E402

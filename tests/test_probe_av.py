@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import pytest
-from support import CORPUS, FIXTURES, sha256_file
+from support import CORPUS, sha256_file
 
 from nvmedia.errors import InputError, MediaError
 from nvmedia.probe import MediaInfo, probe
 from nvmedia.probe_av import probe_av
 from nvmedia.sniff import Sniffed, sniff_path
 from nvmedia.validate import Validation, validate_av
-
-sys.path.insert(0, str(FIXTURES))
-from make_av import make_av  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def av_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_av(tmp_path_factory.getbasetemp() / "av")
 
 
 def _probe(path: Path) -> MediaInfo:

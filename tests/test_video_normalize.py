@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import av
 import pytest
 from PIL import Image, ImageChops, ImageStat
-from support import CORPUS, FIXTURES, corpus_expectations, sha256_file
+from support import CORPUS, corpus_expectations, sha256_file
 
 from nvmedia.errors import MediaError
 from nvmedia.normalize import NormalizedMedia, NormalizeOptions, normalize
-from nvmedia.normalize.audio import base64_chars
 from nvmedia.probe import MediaInfo
 from nvmedia.probe_av import probe_av
 from nvmedia.profiles import GENERIC, NEMOTRON_3_NANO_OMNI, Profile
 from nvmedia.sniff import sniff_path
-
-sys.path.insert(0, str(FIXTURES))
-from make_av import make_av  # noqa: E402
+from nvmedia.wire import b64_len
 
 DEFAULT = NEMOTRON_3_NANO_OMNI
-
-
-@pytest.fixture(scope="session")
-def av_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_av(tmp_path_factory.getbasetemp() / "av")
 
 
 def _normalize(
@@ -209,9 +200,9 @@ def test_generic_profile_remuxes_mkv_it_does_not_list(av_files: dict[str, Path],
 def test_inline_mode_shrinks_video_under_the_budget(av_files: dict[str, Path], tmp_path: Path) -> None:
     budget = 60_000
     source = av_files["mov_h264_aac_720p"]
-    assert base64_chars(source.stat().st_size) > budget
+    assert b64_len(source.stat().st_size) > budget
     result = _normalize(source, tmp_path, fit_chars=budget)
-    assert base64_chars(result.info.bytes) < budget
+    assert b64_len(result.info.bytes) < budget
     assert "transcode:h264" in result.actions and "scale" in result.actions
     assert any(a.startswith("bitrate:") for a in result.actions)
     _assert_mp4_output(result, audio=True)

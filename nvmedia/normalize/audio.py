@@ -38,7 +38,9 @@ from ..probe_av import probe_av, with_digest
 from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
 from ..validate import validate_av, wav_data_chunk
+from ..wire import b64_len
 from . import NormalizedMedia, NormalizeOptions
+from .limits import check_duration
 
 PASSTHROUGH_WAV_CODECS = frozenset({"pcm_s16le", "pcm_s24le", "pcm_u8"})
 """Linear PCM every WAV reader handles; u-law/A-law, float and ADPCM WAVs are re-encoded."""
@@ -51,8 +53,6 @@ WAV_HEADER_BYTES = 78
 MP3_OVERHEAD_BYTES = 2_048
 """Allowance for the Xing/LAME frame, padding and rounding when predicting an MP3's size."""
 
-LIMIT_TOLERANCE_S = 0.25
-"""Slack on duration limits: encoder priming and container rounding make a 60.00 s recording read 60.02 s."""
 
 AUDIO_TIMEOUT_PER_S = 1.0
 """Allowed wall-clock seconds per second of audio (ffmpeg converts a 1-hour MP3 in a few seconds)."""
@@ -76,11 +76,6 @@ class _Encoding:
         if self.fmt == "wav":
             return f"WAV 16-bit {self.rate} Hz {layout}"
         return f"MP3 {self.kbps} kbps {self.rate} Hz {layout}"
-
-
-def base64_chars(size: int) -> int:
-    """Length of the base64 text of ``size`` bytes."""
-    return 4 * ((size + 2) // 3)
 
 
 def normalize_audio(
@@ -107,11 +102,11 @@ def normalize_audio(
     validation = validate_av(source, sniffed, info)
     duration = validation.decoded_s
     warnings = list(validation.warnings)
-    trim = _trim(source, duration, profile.max_audio_s, options.trim_s)
+    trim = check_duration(source, "audio", duration, profile.max_audio_s, options.trim_s)
     length = trim if trim is not None else duration
     limit = options.fit_chars
     if trim is None and _passes_through(source, sniffed, info, profile):
-        if limit is None or base64_chars(info.bytes) < limit:
+        if limit is None or b64_len(info.bytes) < limit:
             return NormalizedMedia(
                 path=source, info=with_digest(source, info.replace(duration_s=duration)), actions=[], warnings=warnings
             )
@@ -124,34 +119,15 @@ def normalize_audio(
         )
     channels = min(profile.audio_channels, info.channels or profile.audio_channels)
     chosen = _first_choice(length, rate, channels, profile, limit)
-    if limit is not None and base64_chars(chosen.predicted_bytes(length)) >= limit:
+    if limit is not None and b64_len(chosen.predicted_bytes(length)) >= limit:
         chosen = _ladder_start(source, length, profile, limit)
     while True:
         output, out_info = _encode(source, sniffed, info, chosen, trim, length, options)
-        if limit is None or base64_chars(out_info.bytes) < limit:
+        if limit is None or b64_len(out_info.bytes) < limit:
             break
         output.unlink()
-        chosen = _next_rung(source, chosen, length, profile, limit, base64_chars(out_info.bytes))
+        chosen = _next_rung(source, chosen, length, profile, limit, b64_len(out_info.bytes))
     return NormalizedMedia(path=output, info=out_info, actions=_actions(info, chosen, trim), warnings=warnings)
-
-
-def _trim(source: Path, duration: float, max_s: float | None, trim_s: float | None) -> float | None:
-    """The length to cut to, or None when the audio is kept whole."""
-    if max_s is None or duration <= max_s + LIMIT_TOLERANCE_S:
-        return None
-    if trim_s is None:
-        raise MediaError(
-            f"{source.name}: the audio is {duration:.1f} s long; the profile accepts at most {max_s:.0f} s",
-            code="too_long",
-            hint=f"pass --trim {max_s:.0f} to keep the first {max_s:.0f} s, or split the file",
-        )
-    if trim_s <= 0 or trim_s > max_s:
-        raise MediaError(
-            f"{source.name}: the audio is {duration:.1f} s long and --trim {trim_s:g} is outside 0..{max_s:.0f} s",
-            code="too_long",
-            hint=f"pass a --trim between 1 and {max_s:.0f} seconds",
-        )
-    return float(trim_s)
 
 
 def _passes_through(source: Path, sniffed: Sniffed, info: MediaInfo, profile: Profile) -> bool:
@@ -177,7 +153,7 @@ def _first_choice(length: float, rate: int, channels: int, profile: Profile, lim
     if "wav" not in profile.audio_formats:
         return mp3
     budget = limit if limit is not None else profile.inline_limit
-    return wav if base64_chars(wav.predicted_bytes(length)) < budget else mp3
+    return wav if b64_len(wav.predicted_bytes(length)) < budget else mp3
 
 
 def _ladder(profile: Profile) -> list[_Encoding]:
@@ -188,21 +164,21 @@ def _ladder(profile: Profile) -> list[_Encoding]:
 def _ladder_start(source: Path, length: float, profile: Profile, limit: int) -> _Encoding:
     if "mp3" not in profile.audio_formats:
         wav = _Encoding("wav", max(8_000, profile.min_sample_rate), 1)
-        if base64_chars(wav.predicted_bytes(length)) < limit:
+        if b64_len(wav.predicted_bytes(length)) < limit:
             return wav
-        raise _cannot_fit(source, length, wav, base64_chars(wav.predicted_bytes(length)), limit)
+        raise _cannot_fit(source, length, wav, b64_len(wav.predicted_bytes(length)), limit)
     for rung in _ladder(profile):
-        if base64_chars(rung.predicted_bytes(length)) < limit:
+        if b64_len(rung.predicted_bytes(length)) < limit:
             return rung
     smallest = _ladder(profile)[-1]
-    raise _cannot_fit(source, length, smallest, base64_chars(smallest.predicted_bytes(length)), limit)
+    raise _cannot_fit(source, length, smallest, b64_len(smallest.predicted_bytes(length)), limit)
 
 
 def _next_rung(source: Path, current: _Encoding, length: float, profile: Profile, limit: int, got: int) -> _Encoding:
     rungs = _ladder(profile) if "mp3" in profile.audio_formats else []
     smaller = [r for r in rungs if r.predicted_bytes(length) < current.predicted_bytes(length) and r != current]
     for rung in smaller:
-        if base64_chars(rung.predicted_bytes(length)) < limit:
+        if b64_len(rung.predicted_bytes(length)) < limit:
             return rung
     raise _cannot_fit(source, length, current, got, limit)
 

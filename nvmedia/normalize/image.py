@@ -73,6 +73,7 @@ from ..image_open import image_orientation, open_image
 from ..probe import MediaInfo
 from ..profiles import Profile
 from ..sniff import Sniffed
+from ..wire import b64_len
 from . import NormalizedMedia, NormalizeOptions
 from .metadata import MalformedContainerError, png_is_intact_and_plain, strip_metadata, webp_is_lossless
 
@@ -115,11 +116,6 @@ _METADATA_INFO_KEYS = ("exif", "xmp", "XML:com.adobe.xmp", "comment", "photoshop
 _TIFF_METADATA_TAGS = {270, 271, 272, 305, 306, 315, 316, 700, 33432, 33723, 34377, 34665, 34853, 37724}
 _ORIENTATION_TAG = 0x0112
 _XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))([0-9])')
-
-
-def b64_len(n_bytes: int) -> int:
-    """Length of the base64 encoding of ``n_bytes`` bytes (with padding)."""
-    return 4 * ((n_bytes + 2) // 3)
 
 
 def fit_size(width: int, height: int, max_pixels: int | None) -> tuple[int, int]:

@@ -44,8 +44,9 @@ from ..probe_av import probe_av, with_digest
 from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
 from ..validate import validate_av
+from ..wire import b64_len
 from . import NormalizedMedia, NormalizeOptions
-from .audio import LIMIT_TOLERANCE_S, base64_chars
+from .limits import check_duration
 
 CONTAINER_NAMES = {"mp4": "mp4", "mov": "mov", "webm": "webm", "matroska": "mkv", "3gp": "3gp", "m4a": "mp4"}
 """Sniffer container -> the name profiles use in ``video_formats``."""
@@ -110,7 +111,7 @@ def normalize_video(
     validation = validate_av(source, sniffed, info)
     warnings = list(validation.warnings)
     duration = max(validation.decoded_s, info.duration_s or 0.0)
-    trim = _trim(source, duration, profile.max_video_s, options.trim_s)
+    trim = check_duration(source, "video", duration, profile.max_video_s, options.trim_s)
     length = trim if trim is not None else duration
     limit = options.fit_chars
     width, height = _upright(info)
@@ -118,7 +119,7 @@ def normalize_video(
     video_ok = _video_acceptable(info, profile)
     audio_ok = _audio_acceptable(info, profile)
     container_ok = CONTAINER_NAMES.get(sniffed.container) in profile.video_formats
-    fits = limit is None or base64_chars(info.bytes) < limit
+    fits = limit is None or b64_len(info.bytes) < limit
     # Phones write where a clip was shot into its metadata: like image GPS, it is not sent unless asked.
     located = bool(info.extra.get("location_tags")) and not options.keep_metadata
     if container_ok and video_ok and audio_ok and trim is None and fits and not located:
@@ -136,7 +137,7 @@ def normalize_video(
         plan.copy_audio = copy_audio = copy_audio and info.audio_codec == "aac"
     _describe(plan, info, trim, located)
     output, out_info = _run(source, sniffed, info, plan, trim, length, options)
-    if limit is not None and base64_chars(out_info.bytes) >= limit:
+    if limit is not None and b64_len(out_info.bytes) >= limit:
         output.unlink()
         output, out_info, plan = _fit_inline(source, sniffed, info, profile, trim, length, limit, options, located)
     return NormalizedMedia(path=output, info=out_info, actions=plan.actions, warnings=warnings)
@@ -163,24 +164,6 @@ def _audio_acceptable(info: MediaInfo, profile: Profile) -> bool:
     if info.audio_codec is None or not profile.audio_codecs_in_video:
         return True
     return info.audio_codec in profile.audio_codecs_in_video
-
-
-def _trim(source: Path, duration: float, max_s: float | None, trim_s: float | None) -> float | None:
-    if max_s is None or duration <= max_s + LIMIT_TOLERANCE_S:
-        return None
-    if trim_s is None:
-        raise MediaError(
-            f"{source.name}: the video is {duration:.1f} s long; the profile accepts at most {max_s:.0f} s",
-            code="too_long",
-            hint=f"pass --trim {max_s:.0f} to keep the first {max_s:.0f} s, or cut the video yourself",
-        )
-    if trim_s <= 0 or trim_s > max_s:
-        raise MediaError(
-            f"{source.name}: the video is {duration:.1f} s long and --trim {trim_s:g} is outside 0..{max_s:.0f} s",
-            code="too_long",
-            hint=f"pass a --trim between 1 and {max_s:.0f} seconds",
-        )
-    return float(trim_s)
 
 
 def _target_size(width: int, height: int, max_lines: int | None) -> tuple[int, int]:
@@ -314,7 +297,7 @@ def _fit_inline(
             )
             _describe(plan, info, trim, located)
             output, out_info = _run(source, sniffed, info, plan, trim, length, options)
-            chars = base64_chars(out_info.bytes)
+            chars = b64_len(out_info.bytes)
             if chars < limit:
                 return output, out_info, plan
             output.unlink()
@@ -322,7 +305,7 @@ def _fit_inline(
             # Rate control overshoots on short clips: scale the target by the miss and retry.
             kbps = int(kbps * limit / chars * INLINE_MARGIN)
     smallest = rungs[-1]
-    needed = last_chars or base64_chars(math.ceil((smallest[1] + audio_kbps) * 1000 / 8 * seconds))
+    needed = last_chars or b64_len(math.ceil((smallest[1] + audio_kbps) * 1000 / 8 * seconds))
     raise MediaError(
         f"{source.name}: {seconds:.1f} s of video cannot fit inline: even at {smallest[0]} lines and "
         f"{smallest[1]} kbps it takes about {needed:,} base64 characters; the limit is {limit:,}",

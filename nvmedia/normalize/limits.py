@@ -1,0 +1,40 @@
+"""The duration limit shared by audio and video: refuse, or cut with ``--trim``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import MediaError
+
+LIMIT_TOLERANCE_S = 0.25
+"""Slack on duration limits: encoder priming and container rounding make a 60.00 s recording read 60.02 s."""
+
+
+def check_duration(source: Path, kind: str, duration: float, max_s: float | None, trim_s: float | None) -> float | None:
+    """The length to cut ``source`` to, or None when it is kept whole.
+
+    Args:
+        source: the file (for messages).
+        kind: ``audio`` or ``video`` (for messages).
+        duration: its decoded duration in seconds.
+        max_s: the profile's limit (None: no limit).
+        trim_s: the user's ``--trim`` (None: refuse what is too long).
+
+    Raises:
+        MediaError: ``too_long`` when over the limit without a usable ``trim_s``.
+    """
+    if max_s is None or duration <= max_s + LIMIT_TOLERANCE_S:
+        return None
+    if trim_s is None:
+        raise MediaError(
+            f"{source.name}: the {kind} is {duration:.1f} s long; the profile accepts at most {max_s:.0f} s",
+            code="too_long",
+            hint=f"pass --trim {max_s:.0f} to keep the first {max_s:.0f} s, or split the file",
+        )
+    if trim_s <= 0 or trim_s > max_s:
+        raise MediaError(
+            f"{source.name}: the {kind} is {duration:.1f} s long and --trim {trim_s:g} is outside 0..{max_s:.0f} s",
+            code="too_long",
+            hint=f"pass a --trim between 1 and {max_s:.0f} seconds",
+        )
+    return float(trim_s)
