@@ -56,12 +56,13 @@ _LAZY = {
     "aprepare": "api",
     "inspect": "api",
     "prepare": "api",
-    "rewrite_messages": "api",
+    "rewrite_messages": "integrations.openai",
 }
 
 if TYPE_CHECKING:
-    from .api import Prepared, aprepare, inspect, prepare, rewrite_messages
+    from .api import Prepared, aprepare, inspect, prepare
     from .assets import AssetClient, AsyncAssetClient
+    from .integrations.openai import rewrite_messages
     from .items import Item
 
 

@@ -1,0 +1,1 @@
+"""Adapters for other clients: ``openai`` (rewrite chat messages that reference local files)."""
