@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -98,6 +99,8 @@ class Delivery:
         self._cache: AssetCache | None = None
         self._known_ids: set[str] | None = None
         self._lock = threading.Lock()
+        self._digest_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._run_ids: dict[tuple[str, str], str] = {}
         self.uploaded: list[str] = []
 
     @property
@@ -157,10 +160,24 @@ class Delivery:
     def upload(self, item: Item, progress: Callable[[int], None] | None = None) -> str:
         """Upload an item's normalized file (or reuse a cached upload) and return the asset id."""
         assert item.output is not None and item.output_path is not None
-        client = self.client()
         known = self.known_ids()
         digest = item.output.sha256 or _sha256(item.output_path)
         mime = item.output.mime
+        with self._lock:
+            same_bytes = self._digest_locks.setdefault((digest, mime), threading.Lock())
+        with same_bytes:  # identical outputs in one run upload once, even with uploads in parallel
+            earlier = self._run_ids.get((digest, mime))
+            if earlier is not None and earlier in self.uploaded:
+                return earlier
+            asset_id = self._upload_new(item, digest, mime, known, progress)
+            self._run_ids[(digest, mime)] = asset_id
+            return asset_id
+
+    def _upload_new(
+        self, item: Item, digest: str, mime: str, known: set[str], progress: Callable[[int], None] | None
+    ) -> str:
+        assert item.output_path is not None
+        client = self.client()
         if self._cache is not None:
             cached = self._cache.get(digest, mime, self.assets_url, self.api_key or "")
             if cached is not None and cached in known:
@@ -368,6 +385,12 @@ def run(
 ) -> Iterator[tuple[list[Item], Request | None]]:
     """Process ``inputs`` and yield each request's items (and its request record), in input order.
 
+    Three overlapping stages: normalization on a pool of ``jobs`` threads, at most
+    ``LOOKAHEAD_PER_JOB * jobs`` sources ahead of the request being planned; uploads on
+    one shared pool of connections, so one-file requests (``--group file``) upload in
+    parallel too; and this generator, which yields each request once its uploads finish,
+    keeping at most ``lookahead`` planned requests in flight.
+
     Raises:
         ConfigError: an upload is needed but the key is missing or the asset API cannot be reached.
     """
@@ -393,78 +416,117 @@ def run(
                 progress("normalize", done, total, source.name)
         return item
 
+    jobs = max(1, settings.jobs)
+    lookahead = LOOKAHEAD_PER_JOB * jobs
+    uploads = _Uploads(delivery, min(UPLOADS_PER_JOB * jobs, MAX_UPLOAD_CONNECTIONS), progress)
     with tempfile.TemporaryDirectory(prefix="nvmedia-") as tmp:
         workdir = Path(tmp)
-        jobs = max(1, settings.jobs)
         try:
             with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="nvmedia-normalize") as pool:
                 futures: dict[int, Future[Item]] = {}
-                # Workers run at most LOOKAHEAD_PER_JOB items per worker ahead of the request being
-                # delivered, so memory stays flat over a large folder (each item may hold its base64).
-                lookahead = LOOKAHEAD_PER_JOB * jobs
-                submitted = 0
+                pending: deque[tuple[list[Item], list[Future[None]]]] = deque()
                 try:
+                    # Workers run at most `lookahead` items ahead of the request being planned, and
+                    # at most `lookahead` requests wait on uploads, so memory stays flat over a large
+                    # folder (each item may hold its base64 or its data URI).
+                    submitted = 0
                     for indexes in groups:
                         while submitted < min(len(sources), max(indexes) + 1 + lookahead):
                             futures[submitted] = pool.submit(stage_one, sources[submitted])
                             submitted += 1
                         items = [futures.pop(i).result() for i in indexes]
                         _plan_group(items, settings)
-                        _deliver_group(items, settings, delivery, jobs, progress)
-                        request = _request_for(items) if settings.group != "file" else None
-                        for it in items:
-                            it.output_path, it.b64 = None, None  # the workdir is about to go away
-                        yield items, request
+                        pending.append((items, _start_delivery(items, settings, delivery, uploads)))
+                        while pending and (len(pending) > lookahead or all(f.done() for f in pending[0][1])):
+                            yield _finish_delivery(*pending.popleft(), settings)
+                    while pending:
+                        yield _finish_delivery(*pending.popleft(), settings)
                 except BaseException:
                     for f in futures.values():
                         f.cancel()
+                    uploads.cancel()
                     raise
         finally:
+            uploads.close()
             if own_delivery:
                 delivery.close()
 
 
-def _deliver_group(
-    items: list[Item], settings: Settings, delivery: Delivery, jobs: int, progress: ProgressFn | None
-) -> None:
-    to_upload = [it for it in items if it.ok and it.delivery == "asset"]
+class _Uploads:
+    """The run's shared upload pool: a few connections per worker, bounded; progress over the run."""
+
+    def __init__(self, delivery: Delivery, workers: int, progress: ProgressFn | None) -> None:
+        self._delivery = delivery
+        self._workers = workers
+        self._progress = progress
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._submitted = 0
+        self._done = 0
+
+    def submit(self, item: Item) -> Future[None]:
+        if self._pool is None:
+            # Uploads wait on the network, not the CPU, hence more threads than jobs.
+            self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="nvmedia-upload")
+        with self._lock:
+            self._submitted += 1
+        return self._pool.submit(self._upload_one, item)
+
+    def _upload_one(self, item: Item) -> None:
+        try:
+            asset_id = self._delivery.upload(item)
+        except ConfigError:
+            raise
+        except NVMediaError as exc:
+            item.fail(exc)
+            return
+        assert item.output is not None and item.kind is not None
+        item.asset_id = asset_id
+        url = asset_uri(item.output.mime, asset_id)
+        item.part = media_part(item.kind, item.output.mime, url)
+        item.tag = tag(item.kind, url)
+        if self._progress is not None:
+            with self._lock:
+                self._done += 1
+                self._progress("upload", self._done, self._submitted, item.source)
+
+    def cancel(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def _start_delivery(items: list[Item], settings: Settings, delivery: Delivery, uploads: _Uploads) -> list[Future[None]]:
+    """Deliver a request's inline items now and start its uploads; return the uploads' futures."""
     for it in items:
         if it.ok and it.delivery == "inline":
             _deliver_inline(it, settings)
-    if to_upload and not settings.dry_run:
-        delivery.known_ids()  # fail fast (exit 2) when the key is missing or the API unreachable
-        uploaded = 0
-        lock = threading.Lock()
+    to_upload = [it for it in items if it.ok and it.delivery == "asset"]
+    if not to_upload or settings.dry_run:
+        return []
+    delivery.known_ids()  # fail fast (exit 2) when the key is missing or the API unreachable
+    return [uploads.submit(it) for it in to_upload]
 
-        def upload_one(it: Item) -> None:
-            nonlocal uploaded
-            try:
-                asset_id = delivery.upload(it)
-            except ConfigError:
-                raise
-            except NVMediaError as exc:
-                it.fail(exc)
-                return
-            assert it.output is not None and it.kind is not None
-            it.asset_id = asset_id
-            url = asset_uri(it.output.mime, asset_id)
-            it.part = media_part(it.kind, it.output.mime, url)
-            it.tag = tag(it.kind, url)
-            if progress is not None:
-                with lock:
-                    uploaded += 1
-                    progress("upload", uploaded, len(to_upload), it.source)
 
-        # Uploads wait on the network, not the CPU: a few connections per worker, bounded.
-        workers = min(len(to_upload), UPLOADS_PER_JOB * jobs, MAX_UPLOAD_CONNECTIONS)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nvmedia-upload") as pool:
-            for future in [pool.submit(upload_one, it) for it in to_upload]:
-                future.result()
+def _finish_delivery(
+    items: list[Item], started: list[Future[None]], settings: Settings
+) -> tuple[list[Item], Request | None]:
+    """Wait for a request's uploads, then give its items their header and the request record."""
+    for future in started:
+        future.result()  # re-raises a ConfigError from an upload
     ids = [it.asset_id for it in items if it.ok and it.asset_id]
     headers = asset_headers(ids)
     for it in items:
         if it.ok and not (settings.dry_run and it.delivery == "asset"):
             it.headers = headers
+    request = _request_for(items) if settings.group != "file" else None
+    for it in items:
+        it.output_path, it.b64 = None, None  # the workdir is about to go away
+    return items, request
 
 
 def _request_for(items: list[Item]) -> Request | None:

@@ -192,6 +192,51 @@ def test_group_dir_writes_request_records_after_each_group(emu: NVCFEmulator, tm
     assert records[0]["headers"] == request["headers"]
 
 
+def _noise_wav(path: Path, seconds: float, seed: int) -> Path:
+    """A real 44.1 kHz mono 16-bit WAV of seeded noise: passes through, too big to inline past ~1.5 s."""
+    import random
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(44_100)
+        w.writeframes(random.Random(seed).randbytes(int(44_100 * seconds) * 2))
+    return path
+
+
+def test_one_file_requests_upload_in_parallel_and_come_out_in_order(tmp_path: Path) -> None:
+    folder = tmp_path / "memos"
+    folder.mkdir()
+    for i in range(6):
+        _noise_wav(folder / f"memo{i}.wav", 2.0, seed=i)
+    out = tmp_path / "m.jsonl"
+    # Each upload takes at least 0.3 s on the emulator, so a client that sends one file's request
+    # after another's never has two in flight; one that overlaps them does.
+    with NVCFEmulator(latency_upload_s=0.3) as slow:
+        args = ["prepare", str(folder), "--group", "file", "-j", "1", "--no-cache", "-o", str(out)]
+        assert main([*args, "--assets-url", slow.assets_url, "--api-key", KEY]) == 0
+        assert slow.upload_count == 6
+        assert slow.peak_concurrent_uploads >= 2
+    records = _manifest(out)
+    assert [Path(str(r["source"])).name for r in records] == [f"memo{i}.wav" for i in range(6)]
+    assert len({r["asset_id"] for r in records}) == 6
+    for r in records:
+        assert r["headers"] == {"NVCF-INPUT-ASSET-REFERENCES": r["asset_id"]}
+
+
+def test_identical_files_in_one_run_are_uploaded_once(emu: NVCFEmulator, tmp_path: Path) -> None:
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav", "c.wav"):
+        shutil.copy(LARGE, folder / name)
+    out = tmp_path / "m.jsonl"
+    args = ["prepare", str(folder), "--group", "file", "-j", "2", "--no-cache", "-o", str(out)]
+    assert main([*args, "--assets-url", emu.assets_url, "--api-key", KEY]) == 0
+    assert emu.upload_count == 1
+    assert len({r["asset_id"] for r in _manifest(out)}) == 1
+
+
 def test_emulate_flag_uploads_without_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NVIDIA_API_KEY", raising=False)
     out = tmp_path / "m.jsonl"

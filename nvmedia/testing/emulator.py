@@ -226,6 +226,8 @@ class NVCFEmulator:
         self._counts: dict[str, int] = {}
         self._problems: dict[tuple[str, str], str | None] = {}
         self._connections: set[socket.socket] = set()
+        self._uploads_in_flight = 0
+        self._peak_uploads_in_flight = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -362,6 +364,7 @@ class NVCFEmulator:
         with self._lock:
             self._requests.clear()
             self._counts.clear()
+            self._peak_uploads_in_flight = self._uploads_in_flight
 
     @property
     def counts(self) -> dict[str, int]:
@@ -369,6 +372,12 @@ class NVCFEmulator:
         ``chat``, ``chat_refused``, ``fault`` (a copy)."""
         with self._lock:
             return dict(self._counts)
+
+    @property
+    def peak_concurrent_uploads(self) -> int:
+        """The most upload PUTs this emulator was serving at one moment (since the last ``clear_requests``)."""
+        with self._lock:
+            return self._peak_uploads_in_flight
 
     @property
     def upload_count(self) -> int:
@@ -425,6 +434,11 @@ class NVCFEmulator:
     def _record(self, entry: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(entry)
+
+    def _upload_started(self, started: bool) -> None:
+        with self._lock:
+            self._uploads_in_flight += 1 if started else -1
+            self._peak_uploads_in_flight = max(self._peak_uploads_in_flight, self._uploads_in_flight)
 
     def _track(self, conn: socket.socket, on: bool) -> None:
         with self._lock:
@@ -587,6 +601,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._status = None
         self._received = 0
         self._recorded = False
+        is_upload = self.command == "PUT" and path.startswith(UPLOAD_PATH)
+        if is_upload:
+            self.emu._upload_started(True)
         try:
             fault = self.emu._take_fault(self.command, path)
             if fault is not None and fault.kind == "slow" and self.emu._stopping.wait(fault.delay_s):
@@ -610,6 +627,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             self._record(self._status)
+            if is_upload:
+                self.emu._upload_started(False)
 
     def _record(self, status: int | None) -> None:
         """Record this request once; answers record before they are written so a client never outruns the log."""
