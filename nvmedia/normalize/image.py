@@ -543,9 +543,13 @@ def _encode(
             img = img.convert("RGBA" if img.mode == "LA" else "RGB")
     else:
         params.update(optimize=False)
-    out = io.BytesIO()
-    img.save(out, _PILLOW_NAME[fmt], **params)
-    return out.getvalue()
+    # Pillow holds the GIL while it encodes into a BytesIO, but releases it while it encodes
+    # into a real file: going through an anonymous temp file lets the -j worker threads encode
+    # in parallel (same bytes; see benchmarks/README.md, photo_jobs).
+    with tempfile.TemporaryFile(prefix="nvmedia-encode-") as out:
+        img.save(out, _PILLOW_NAME[fmt], **params)
+        out.seek(0)
+        return out.read()
 
 
 def _ladder(first: _Step, staged: _Staged, profile: Profile) -> tuple[list[_Step], str | None]:
