@@ -61,6 +61,12 @@ def _build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--keep-metadata", action="store_true", help="do not strip EXIF/XMP/IPTC/text metadata")
     prep.add_argument("--trim", type=float, metavar="SECONDS", help="cut audio/video over the profile's limit")
     prep.add_argument("-j", "--jobs", type=_positive_int, default=os.cpu_count() or 1, metavar="N")
+    prep.add_argument(
+        "--pool",
+        choices=("process", "thread"),
+        default="process",
+        help="run -j workers as forked processes (default, Linux) or threads",
+    )
     prep.add_argument("--no-cache", action="store_true", help="do not reuse earlier uploads")
     prep.add_argument("--audio-part", choices=("audio_url", "input_audio"), default="audio_url")
 
@@ -142,6 +148,7 @@ def _versions() -> str:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .manifest import record_line
     from .pipeline import Settings, run
     from .profiles import get_profile
 
@@ -159,6 +166,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         emulate=args.emulate,
         keep=args.keep,
         jobs=args.jobs,
+        pool=args.pool,
         use_cache=not args.no_cache,
         audio_part=args.audio_part,
         keep_metadata=args.keep_metadata,
@@ -181,9 +189,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         for items, request in run(args.paths, settings, progress=progress):
             for item in items:
                 any_error = any_error or item.status == "error"
-                out.write(json.dumps(item.to_record(), ensure_ascii=False) + "\n")
+                out.write(record_line(item.to_record()))
             if request is not None:
-                out.write(json.dumps(request.to_record(), ensure_ascii=False) + "\n")
+                out.write(record_line(request.to_record()))
             out.flush()
     except BaseException:
         if partial is not None:

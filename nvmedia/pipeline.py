@@ -1,24 +1,28 @@
 """The flow: sources -> sniff -> probe -> normalize -> plan -> deliver -> emit.
 
 ``run`` yields one ``(items, request)`` pair per request, in input order, so the
-CLI can write the manifest as it goes. Normalization runs on a thread pool
-(Pillow, ffmpeg and hashing release the GIL; see benchmarks/README.md for the
-thread-vs-process measurement); uploads run on a second bounded pool.
+CLI can write the manifest as it goes. Normalization runs on a pool of ``jobs``
+workers, threads by default and forked processes for the CLI (``_normalize_pool``
+says why; benchmarks/README.md has the measurements), with small files batched so
+that handing results over costs less than the work; uploads run on a second,
+shared pool of connections.
 """
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .errors import AssetAPIError, AuthError, ConfigError, InputError, MediaError, NVMediaError
 from .items import Item, Request
@@ -38,6 +42,8 @@ EMULATOR_KEY = "nvapi-emulator-local-key"
 UPLOADS_PER_JOB = 4
 LOOKAHEAD_PER_JOB = 8
 MAX_UPLOAD_CONNECTIONS = 16
+BATCH_BYTES = 1 << 20
+BATCH_ITEMS = 8
 _EXTENSIONS = {
     "image/png": ".png",
     "image/jpeg": ".jpg",
@@ -48,6 +54,9 @@ _EXTENSIONS = {
     "video/quicktime": ".mov",
     "video/webm": ".webm",
 }
+
+PoolKind = Literal["thread", "process"]
+"""Where normalization runs: threads (safe inside any application) or forked processes (the CLI)."""
 
 ProgressFn = Callable[[str, int, int, str], None]
 """``progress(stage, done, total, name)``; stage is ``normalize`` or ``upload``."""
@@ -68,6 +77,7 @@ class Settings:
     emulate: bool = False
     keep: Path | None = None
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    pool: PoolKind = "thread"
     use_cache: bool = True
     cache_dir: Path | None = None
     audio_part: AudioPartStyle = "audio_url"
@@ -317,6 +327,59 @@ def _keep_copy(path: Path, source: Source, mime: str, keep_dir: Path) -> Path:
     return target
 
 
+def normalize_batch(
+    sources: list[Source], settings: Settings, workdir: Path, fit_chars: list[int | None]
+) -> list[Item]:
+    """Stage one for a few consecutive sources, on a worker thread or process.
+
+    The outputs of likely inline items are base64-encoded here too, off the calling thread.
+    """
+    items = []
+    for source, fits in zip(sources, fit_chars, strict=True):
+        item = normalize_source(source, settings, workdir, fits)
+        _encode_if_inline_candidate(item, settings)
+        items.append(item)
+    return items
+
+
+def _normalize_pool(kind: PoolKind, jobs: int) -> Executor:
+    """The pool stage one runs on.
+
+    Most of the work (Pillow's decoders, resampling and encoders into files, ffmpeg, hashing)
+    releases the GIL, so threads scale; but on folders of small files the Python around it
+    (header parsing, metadata walks, base64, the manifest) dominates and only processes run
+    it in parallel. Processes are forked, and only from a process with no other thread, where
+    fork is safe: otherwise (and on platforms without fork) threads are used.
+    """
+    if kind == "process" and jobs > 1 and sys.platform.startswith("linux") and threading.active_count() == 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="nvmedia-normalize")
+
+
+def _batches(sources: list[Source]) -> list[range]:
+    """Consecutive sources cut into worker tasks: small files share one, so that handing results
+    between threads (a wake-up each, tens of microseconds) does not cost more than the work itself."""
+    batches: list[range] = []
+    start, size = 0, 0
+    for index, source in enumerate(sources):
+        if source.data is not None:
+            nbytes = len(source.data)
+        else:
+            try:
+                nbytes = source.path.stat().st_size if source.path is not None else 0
+            except OSError:
+                nbytes = 0  # normalize_source reports it
+        if index > start and (size + nbytes > BATCH_BYTES or index - start >= BATCH_ITEMS):
+            batches.append(range(start, index))
+            start, size = index, 0
+        size += nbytes
+    if start < len(sources):
+        batches.append(range(start, len(sources)))
+    return batches
+
+
 def _groups(sources: list[Source]) -> list[list[int]]:
     order: dict[str, list[int]] = {}
     for index, source in enumerate(sources):
@@ -406,15 +469,21 @@ def run(
     done = 0
     done_lock = threading.Lock()
 
-    def stage_one(source: Source) -> Item:
-        nonlocal done
-        item = normalize_source(source, settings, workdir, _fit_chars(settings, group_sizes[source.group]))
-        _encode_if_inline_candidate(item, settings)
+    def submit(pool: Executor, batch: range) -> Future[list[Item]]:
+        chosen = [sources[i] for i in batch]
+        fits = [_fit_chars(settings, group_sizes[source.group]) for source in chosen]
+        future = pool.submit(normalize_batch, chosen, settings, workdir, fits)
         if progress is not None:
-            with done_lock:
+            future.add_done_callback(lambda _: report(chosen))
+        return future
+
+    def report(batch: list[Source]) -> None:
+        nonlocal done
+        assert progress is not None
+        with done_lock:
+            for source in batch:
                 done += 1
                 progress("normalize", done, total, source.name)
-        return item
 
     jobs = max(1, settings.jobs)
     lookahead = LOOKAHEAD_PER_JOB * jobs
@@ -422,19 +491,31 @@ def run(
     with tempfile.TemporaryDirectory(prefix="nvmedia-") as tmp:
         workdir = Path(tmp)
         try:
-            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="nvmedia-normalize") as pool:
-                futures: dict[int, Future[Item]] = {}
+            with _normalize_pool(settings.pool, jobs) as pool:
+                futures: dict[int, Future[list[Item]]] = {}
                 pending: deque[tuple[list[Item], list[Future[None]]]] = deque()
+                batches = _batches(sources)
+                batch_of = [b for b, batch in enumerate(batches) for _ in batch]
+                unread = [len(batch) for batch in batches]
+
+                def take(index: int) -> Item:
+                    b = batch_of[index]
+                    item = futures[b].result()[index - batches[b].start]
+                    unread[b] -= 1
+                    if not unread[b]:
+                        del futures[b]
+                    return item
+
                 try:
                     # Workers run at most `lookahead` items ahead of the request being planned, and
                     # at most `lookahead` requests wait on uploads, so memory stays flat over a large
                     # folder (each item may hold its base64 or its data URI).
                     submitted = 0
                     for indexes in groups:
-                        while submitted < min(len(sources), max(indexes) + 1 + lookahead):
-                            futures[submitted] = pool.submit(stage_one, sources[submitted])
+                        while submitted < len(batches) and batches[submitted].start <= max(indexes) + lookahead:
+                            futures[submitted] = submit(pool, batches[submitted])
                             submitted += 1
-                        items = [futures.pop(i).result() for i in indexes]
+                        items = [take(i) for i in indexes]
                         _plan_group(items, settings)
                         pending.append((items, _start_delivery(items, settings, delivery, uploads)))
                         while pending and (len(pending) > lookahead or all(f.done() for f in pending[0][1])):

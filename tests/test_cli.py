@@ -233,3 +233,17 @@ def test_no_progress_when_stderr_is_not_a_terminal() -> None:
         [sys.executable, "-m", "nvmedia", "prepare", str(PLAIN_WEBP), "--dry-run"], capture_output=True, text=True
     )
     assert done.returncode == 0 and done.stderr == ""
+
+
+def test_forked_worker_processes_give_the_same_manifest_as_one_thread(tmp_path: Path) -> None:
+    # A fresh `nvmedia` process has no other thread, so -j 2 forks two worker processes there;
+    # every record (images, audio, video, broken files) must match the single-thread run's.
+    manifests = {}
+    for pool, jobs in (("process", "2"), ("thread", "1")):
+        out = tmp_path / f"{pool}.jsonl"
+        args = ["prepare", str(CORPUS), "--dry-run", "-j", jobs, "--pool", pool, "-o", str(out)]
+        done = subprocess.run([sys.executable, "-m", "nvmedia", *args], capture_output=True, text=True)
+        assert done.returncode == 1, done.stderr  # the corpus holds broken files on purpose
+        manifests[pool] = out.read_text()
+    assert manifests["process"] == manifests["thread"]
+    assert manifests["process"].count("\n") == len([p for p in CORPUS.iterdir() if p.is_file()])
