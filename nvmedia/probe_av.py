@@ -54,6 +54,16 @@ _PCM_BITS = re.compile(r"^pcm_[suf](\d+)")
 # streams only show up in the packets.
 _HEADER_FORMATS = frozenset({"mov", "matroska", "wav", "aiff", "flac", "mp3", "ogg", "caf", "au", "w64", "asf"})
 _SHORT_PROBE = {"probesize": "65536", "analyzeduration": "200000"}
+_PCM_HEADER_FORMATS = frozenset({"wav", "aiff", "au", "w64"})
+_HEADER_ONLY = {"probesize": "32", "analyzeduration": "0"}
+"""Containers whose header states the codec, rate, channels and size: libav needs to read no
+packets to describe them (reading 64 KB took 2.5 ms of a 3 ms WAV probe)."""
+
+
+def _probe_options(ffmpeg_format: str) -> dict[str, str]:
+    if ffmpeg_format in _PCM_HEADER_FORMATS:
+        return _HEADER_ONLY
+    return _SHORT_PROBE if ffmpeg_format in _HEADER_FORMATS else {}
 
 
 @contextmanager
@@ -79,7 +89,7 @@ def open_container(path: Path, sniffed: Sniffed) -> Iterator[Any]:
             metadata_errors="ignore",
             container_options={
                 "protocol_whitelist": "file",
-                **(_SHORT_PROBE if sniffed.ffmpeg_format in _HEADER_FORMATS else {}),
+                **_probe_options(sniffed.ffmpeg_format),
             },
         )
     except FileNotFoundError:
