@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Run every benchmark, one after another (never two at once: they share 2 cores).
+# Results are printed and appended to benchmarks/out/results.jsonl.
+#   bash benchmarks/run_all.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")"
+quick=("$@")
+python bench_startup.py
+python bench_passthrough.py
+python bench_photo.py "${quick[@]}"
+python bench_av.py "${quick[@]}"
+python bench_upload.py "${quick[@]}"
