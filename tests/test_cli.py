@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -247,3 +248,44 @@ def test_forked_worker_processes_give_the_same_manifest_as_one_thread(tmp_path: 
         manifests[pool] = out.read_text()
     assert manifests["process"] == manifests["thread"]
     assert manifests["process"].count("\n") == len([p for p in CORPUS.iterdir() if p.is_file()])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        found.extend(int(c) for c in children)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the worker processes")
+def test_a_worker_process_killed_mid_run_is_a_clear_exit_2(tmp_path: Path) -> None:
+    # What a user sees when the system's OOM killer takes a worker: one line, exit 2, no
+    # traceback, and no half-written manifest.
+    folder = tmp_path / "many"
+    for copy in range(6):
+        shutil.copytree(CORPUS, folder / f"copy{copy}")
+    out = tmp_path / "m.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nvmedia", "prepare", str(folder), "--dry-run", "-j", "2", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    killed = False
+    while proc.poll() is None and not killed:
+        try:
+            parent_cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+            for child in _children(proc.pid):
+                # Forked workers keep the parent's command line (multiprocessing's helpers do not).
+                if Path(f"/proc/{child}/cmdline").read_bytes() == parent_cmdline:
+                    os.kill(child, signal.SIGKILL)
+                    killed = True
+                    break
+        except FileNotFoundError:
+            continue  # a process ended while we looked
+    _, stderr = proc.communicate(timeout=120)
+    assert killed, "the run ended before a worker could be killed"
+    assert proc.returncode == 2, stderr
+    assert "worker process died" in stderr and "Traceback" not in stderr
+    assert not out.exists()
