@@ -14,7 +14,6 @@ import hashlib
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 import threading
 from collections import deque
@@ -348,14 +347,23 @@ def _normalize_pool(kind: PoolKind, jobs: int) -> Executor:
     Most of the work (Pillow's decoders, resampling and encoders into files, ffmpeg, hashing)
     releases the GIL, so threads scale; but on folders of small files the Python around it
     (header parsing, metadata walks, base64, the manifest) dominates and only processes run
-    it in parallel. Processes are forked, and only from a process with no other thread, where
-    fork is safe: otherwise (and on platforms without fork) threads are used.
+    it in parallel. Processes are forked, and only from a process with no other thread (counted
+    by the kernel: libav's decoder threads are invisible to ``threading``), where fork is safe;
+    otherwise (and on platforms without /proc) threads are used.
     """
-    if kind == "process" and jobs > 1 and sys.platform.startswith("linux") and threading.active_count() == 1:
+    if kind == "process" and jobs > 1 and _single_threaded():
         from concurrent.futures import ProcessPoolExecutor
 
         return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"))
     return ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="nvmedia-normalize")
+
+
+def _single_threaded() -> bool:
+    """True when this process has exactly one OS thread (Linux); a fork then copies no lock held elsewhere."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
 
 
 def _batches(sources: list[Source]) -> list[range]:
