@@ -289,3 +289,22 @@ def test_a_worker_process_killed_mid_run_is_a_clear_exit_2(tmp_path: Path) -> No
     assert proc.returncode == 2, stderr
     assert "worker process died" in stderr and "Traceback" not in stderr
     assert not out.exists()
+
+
+def test_workers_are_threads_when_the_process_already_runs_other_threads() -> None:
+    # Forking copies no other thread, so a lock another thread holds (the import lock, malloc's,
+    # libav's) stays locked in the child forever: with another thread alive, nvmedia must not fork.
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nvmedia.pipeline import _normalize_pool
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        with _normalize_pool("process", 2) as pool:
+            assert isinstance(pool, ThreadPoolExecutor)
+    finally:
+        stop.set()
+        other.join()
