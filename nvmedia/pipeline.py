@@ -354,8 +354,23 @@ def _normalize_pool(kind: PoolKind, jobs: int) -> Executor:
     if kind == "process" and jobs > 1 and _single_threaded():
         from concurrent.futures import ProcessPoolExecutor
 
-        return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"))
+        return ProcessPoolExecutor(
+            max_workers=jobs, mp_context=multiprocessing.get_context("fork"), initializer=_quiet_stderr
+        )
     return ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="nvmedia-normalize")
+
+
+def _quiet_stderr() -> None:
+    """In a worker process: send file descriptor 2 to /dev/null.
+
+    C libraries print their own complaints there (libtiff's "TIFFFillStrip: Read error on
+    strip 0" for a broken TIFF) while nvmedia already reports the file in the manifest; a
+    worker has nothing else to say on stderr (progress is drawn by the parent, and errors
+    come back as results).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 def _single_threaded() -> bool:
