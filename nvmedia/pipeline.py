@@ -383,7 +383,7 @@ def _single_threaded() -> bool:
 
 def _batches(sources: list[Source]) -> list[range]:
     """Consecutive sources cut into worker tasks: small files share one, so that handing results
-    between threads (a wake-up each, tens of microseconds) does not cost more than the work itself."""
+    between workers (a wake-up each, tens of microseconds) does not cost more than the work itself."""
     batches: list[range] = []
     start, size = 0, 0
     for index, source in enumerate(sources):
@@ -471,7 +471,7 @@ def run(
 ) -> Iterator[tuple[list[Item], Request | None]]:
     """Process ``inputs`` and yield each request's items (and its request record), in input order.
 
-    Three overlapping stages: normalization on a pool of ``jobs`` threads, at most
+    Three overlapping stages: normalization on a pool of ``jobs`` workers, at most
     ``LOOKAHEAD_PER_JOB * jobs`` sources ahead of the request being planned; uploads on
     one shared pool of connections, so one-file requests (``--group file``) upload in
     parallel too; and this generator, which yields each request once its uploads finish,
@@ -583,13 +583,13 @@ class _Uploads:
             raise
         except NVMediaError as exc:
             item.fail(exc)
-            return
-        assert item.output is not None and item.kind is not None
-        item.asset_id = asset_id
-        url = asset_uri(item.output.mime, asset_id)
-        item.part = media_part(item.kind, item.output.mime, url)
-        item.tag = tag(item.kind, url)
-        if self._progress is not None:
+        else:
+            assert item.output is not None and item.kind is not None
+            item.asset_id = asset_id
+            url = asset_uri(item.output.mime, asset_id)
+            item.part = media_part(item.kind, item.output.mime, url)
+            item.tag = tag(item.kind, url)
+        if self._progress is not None:  # failed uploads count as done too, so the bar ends
             with self._lock:
                 self._done += 1
                 self._progress("upload", self._done, self._submitted, item.source)
