@@ -298,12 +298,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nvmedia: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:
-        from concurrent.futures import BrokenExecutor
-
-        if isinstance(exc, BrokenExecutor):
-            return _fail(
-                "a worker process died (killed by the system, out of memory, or a decoder crashed)",
-                "rerun with -j 1 --pool thread to see which file, or give the machine more memory",
-            )
-        raise

@@ -2,26 +2,25 @@
 
 ``run`` yields one ``(items, request)`` pair per request, in input order, so the
 CLI can write the manifest as it goes. Normalization runs on a pool of ``jobs``
-workers, threads by default and forked processes for the CLI (``_normalize_pool``
-says why; benchmarks/README.md has the measurements), with small files batched so
-that handing results over costs less than the work; uploads run on a second,
-shared pool of connections.
+workers (``workers.py``: threads by default, forked processes for the CLI, small
+files batched so that handing results over costs less than the work); uploads run
+on a second, shared pool of connections.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import multiprocessing
 import os
 import shutil
 import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from .errors import AssetAPIError, AuthError, ConfigError, InputError, MediaError, NVMediaError
 from .items import Item, Request
@@ -30,6 +29,7 @@ from .profiles import DEFAULT_PROFILE, Profile
 from .sniff import sniff_path
 from .sources import Group, Source, SourceLike, expand
 from .wire import AudioPartStyle, asset_headers, asset_uri, b64_len, b64encode, inline_uri, media_part, tag, tags
+from .workers import PoolKind, Workers, batches
 
 if TYPE_CHECKING:
     from .assets import AssetClient
@@ -41,8 +41,6 @@ EMULATOR_KEY = "nvapi-emulator-local-key"
 UPLOADS_PER_JOB = 4
 LOOKAHEAD_PER_JOB = 8
 MAX_UPLOAD_CONNECTIONS = 16
-BATCH_BYTES = 1 << 20
-BATCH_ITEMS = 8
 _EXTENSIONS = {
     "image/png": ".png",
     "image/jpeg": ".jpg",
@@ -53,9 +51,6 @@ _EXTENSIONS = {
     "video/quicktime": ".mov",
     "video/webm": ".webm",
 }
-
-PoolKind = Literal["thread", "process"]
-"""Where normalization runs: threads (safe inside any application) or forked processes (the CLI)."""
 
 ProgressFn = Callable[[str, int, int, str], None]
 """``progress(stage, done, total, name)``; stage is ``normalize`` or ``upload``."""
@@ -341,68 +336,6 @@ def normalize_batch(
     return items
 
 
-def _normalize_pool(kind: PoolKind, jobs: int) -> Executor:
-    """The pool stage one runs on.
-
-    Most of the work (Pillow's decoders, resampling and encoders into files, ffmpeg, hashing)
-    releases the GIL, so threads scale; but on folders of small files the Python around it
-    (header parsing, metadata walks, base64, the manifest) dominates and only processes run
-    it in parallel. Processes are forked, and only from a process with no other thread (counted
-    by the kernel: libav's decoder threads are invisible to ``threading``), where fork is safe;
-    otherwise (and on platforms without /proc) threads are used.
-    """
-    if kind == "process" and jobs > 1 and _single_threaded():
-        from concurrent.futures import ProcessPoolExecutor
-
-        return ProcessPoolExecutor(
-            max_workers=jobs, mp_context=multiprocessing.get_context("fork"), initializer=_quiet_stderr
-        )
-    return ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="nvmedia-normalize")
-
-
-def _quiet_stderr() -> None:
-    """In a worker process: send file descriptor 2 to /dev/null.
-
-    C libraries print their own complaints there (libtiff's "TIFFFillStrip: Read error on
-    strip 0" for a broken TIFF) while nvmedia already reports the file in the manifest; a
-    worker has nothing else to say on stderr (progress is drawn by the parent, and errors
-    come back as results).
-    """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-
-
-def _single_threaded() -> bool:
-    """True when this process has exactly one OS thread (Linux); a fork then copies no lock held elsewhere."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return False
-
-
-def _batches(sources: list[Source]) -> list[range]:
-    """Consecutive sources cut into worker tasks: small files share one, so that handing results
-    between workers (a wake-up each, tens of microseconds) does not cost more than the work itself."""
-    batches: list[range] = []
-    start, size = 0, 0
-    for index, source in enumerate(sources):
-        if source.data is not None:
-            nbytes = len(source.data)
-        else:
-            try:
-                nbytes = source.path.stat().st_size if source.path is not None else 0
-            except OSError:
-                nbytes = 0  # normalize_source reports it
-        if index > start and (size + nbytes > BATCH_BYTES or index - start >= BATCH_ITEMS):
-            batches.append(range(start, index))
-            start, size = index, 0
-        size += nbytes
-    if start < len(sources):
-        batches.append(range(start, len(sources)))
-    return batches
-
-
 def _groups(sources: list[Source]) -> list[list[int]]:
     order: dict[str, list[int]] = {}
     for index, source in enumerate(sources):
@@ -492,51 +425,52 @@ def run(
     done = 0
     done_lock = threading.Lock()
 
-    def submit(pool: Executor, batch: range) -> Future[list[Item]]:
-        chosen = [sources[i] for i in batch]
+    def args_for(indexes: Sequence[int]) -> tuple[object, ...]:
+        chosen = [sources[i] for i in indexes]
         fits = [_fit_chars(settings, group_sizes[source.group]) for source in chosen]
-        future = pool.submit(normalize_batch, chosen, settings, workdir, fits)
-        if progress is not None:
-            future.add_done_callback(lambda _: report(chosen))
-        return future
+        return chosen, settings, workdir, fits
 
-    def report(batch: list[Source]) -> None:
+    def report(indexes: Sequence[int]) -> None:
         nonlocal done
         assert progress is not None
         with done_lock:
-            for source in batch:
+            for index in indexes:
                 done += 1
-                progress("normalize", done, total, source.name)
+                progress("normalize", done, total, sources[index].name)
 
     jobs = max(1, settings.jobs)
     lookahead = LOOKAHEAD_PER_JOB * jobs
+    cut = batches([_size(source) for source in sources])
+    batch_of = [b for b, batch in enumerate(cut) for _ in batch]
+    results: dict[int, list[Item]] = {}
+    unread = [len(batch) for batch in cut]
     uploads = _Uploads(delivery, min(UPLOADS_PER_JOB * jobs, MAX_UPLOAD_CONNECTIONS), progress)
     with tempfile.TemporaryDirectory(prefix="nvmedia-") as tmp:
         workdir = Path(tmp)
+        crashed = functools.partial(_crashed_item, sources)
+        on_done = report if progress is not None else None
         try:
-            with _normalize_pool(settings.pool, jobs) as pool:
-                futures: dict[int, Future[list[Item]]] = {}
-                pending: deque[tuple[list[Item], list[Future[None]]]] = deque()
-                batches = _batches(sources)
-                batch_of = [b for b, batch in enumerate(batches) for _ in batch]
-                unread = [len(batch) for batch in batches]
+            with Workers(settings.pool, jobs, normalize_batch, args_for, crashed, on_done) as workers:
 
                 def take(index: int) -> Item:
                     b = batch_of[index]
-                    item = futures[b].result()[index - batches[b].start]
+                    if b not in results:
+                        results[b] = workers.result(b)
+                    item = results[b][index - cut[b].start]
                     unread[b] -= 1
                     if not unread[b]:
-                        del futures[b]
+                        del results[b]
                     return item
 
+                pending: deque[tuple[list[Item], list[Future[None]]]] = deque()
                 try:
                     # Workers run at most `lookahead` items ahead of the request being planned, and
                     # at most `lookahead` requests wait on uploads, so memory stays flat over a large
                     # folder (each item may hold its base64 or its data URI).
                     submitted = 0
                     for indexes in groups:
-                        while submitted < len(batches) and batches[submitted].start <= max(indexes) + lookahead:
-                            futures[submitted] = submit(pool, batches[submitted])
+                        while submitted < len(cut) and cut[submitted].start <= max(indexes) + lookahead:
+                            workers.submit(submitted, cut[submitted])
                             submitted += 1
                         items = [take(i) for i in indexes]
                         _plan_group(items, settings)
@@ -546,14 +480,36 @@ def run(
                     while pending:
                         yield _finish_delivery(*pending.popleft(), settings)
                 except BaseException:
-                    for f in futures.values():
-                        f.cancel()
+                    workers.cancel()
                     uploads.cancel()
                     raise
         finally:
             uploads.close()
             if own_delivery:
                 delivery.close()
+
+
+def _size(source: Source) -> int:
+    if source.data is not None:
+        return len(source.data)
+    try:
+        return source.path.stat().st_size if source.path is not None else 0
+    except OSError:
+        return 0  # normalize_source reports it
+
+
+def _crashed_item(sources: list[Source], index: int) -> Item:
+    source = sources[index]
+    item = Item(source=source.name, group=source.group)
+    item.fail(
+        MediaError(
+            f"{source.name}: the worker process reading it died, and died again when it was read alone "
+            "(a decoder crashed on it, or the system ran out of memory)",
+            code="corrupt_media",
+            hint="check that the file opens elsewhere; if it does, please report it with the file",
+        )
+    )
+    return item
 
 
 class _Uploads:

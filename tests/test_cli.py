@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -252,45 +253,86 @@ def test_forked_worker_processes_give_the_same_manifest_as_one_thread(tmp_path: 
     assert manifests["process"].count("\n") == len([p for p in CORPUS.iterdir() if p.is_file()])
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        found.extend(int(c) for c in children)
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").iterdir():
+            children = [int(c) for c in (task / "children").read_text().split()]
+            found.extend(children)
+            todo.extend(children)
     return found
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the worker processes")
-def test_a_worker_process_killed_mid_run_is_a_clear_exit_2(tmp_path: Path) -> None:
-    # What a user sees when the system's OOM killer takes a worker: one line, exit 2, no
-    # traceback, and no half-written manifest.
+def _kill_workers_while_running(cmd: list[str], *, holding: str | None = None, times: int = 1) -> tuple[int, str, int]:
+    """Run ``cmd`` and SIGKILL nvmedia's worker processes under it, as the OOM killer would.
+
+    Kills a worker ``times`` times: any forked worker (``holding`` None) or one that has the
+    file named ``holding`` open. Returns the exit status, stderr, and how many were killed.
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed = 0
+    while proc.poll() is None and killed < times:
+        try:
+            for child in _descendants(proc.pid):
+                if holding is None:
+                    hit = Path(f"/proc/{child}/cmdline").read_bytes() == Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+                else:
+                    hit = any(os.readlink(fd).endswith(holding) for fd in Path(f"/proc/{child}/fd").iterdir())
+                if hit:
+                    os.kill(child, signal.SIGKILL)
+                    killed += 1
+                    time.sleep(0.05)  # let the pool notice before looking again
+                    break
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a process ended while we looked
+    _, stderr = proc.communicate(timeout=300)
+    return proc.returncode, stderr, killed
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the workers")
+
+
+@needs_proc
+def test_a_worker_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
+    # The OOM killer takes a worker: the work it held is redone, and the manifest is the one a
+    # quiet run writes.
     folder = tmp_path / "many"
     for copy in range(6):
         shutil.copytree(CORPUS, folder / f"copy{copy}")
+    args = [sys.executable, "-m", "nvmedia", "prepare", str(folder), "--dry-run", "-j", "2"]
+    status, stderr, killed = _kill_workers_while_running([*args, "-o", str(tmp_path / "killed.jsonl")])
+    assert killed == 1, "the run ended before a worker could be killed"
+    assert status == 1 and "Traceback" not in stderr, stderr  # 1: the corpus holds broken files on purpose
+    quiet = subprocess.run([*args, "-o", str(tmp_path / "quiet.jsonl")], capture_output=True, text=True)
+    assert quiet.returncode == 1, quiet.stderr
+    assert (tmp_path / "killed.jsonl").read_text() == (tmp_path / "quiet.jsonl").read_text()
+
+
+@needs_proc
+def test_a_file_that_kills_its_worker_every_time_is_an_error_and_the_run_goes_on(tmp_path: Path) -> None:
+    # A file whose reading kills the worker again when it is read alone (as a decoder that
+    # crashes on it would) ends as an error record; every other file is processed.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("pillow__hopper.webp", "pillow__flower.jpg", "pillow__hopper.png"):
+        shutil.copy(CORPUS / name, folder / name)
+    with (folder / "m_long.wav").open("wb") as fh:  # 6 minutes of silence: a few hundred ms to validate
+        data = 44_100 * 2 * 2 * 360
+        fh.write(b"RIFF" + (36 + data).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little"))
+        fh.write((1).to_bytes(2, "little") + (2).to_bytes(2, "little") + (44_100).to_bytes(4, "little"))
+        fh.write((44_100 * 4).to_bytes(4, "little") + (4).to_bytes(2, "little") + (16).to_bytes(2, "little"))
+        fh.write(b"data" + data.to_bytes(4, "little"))
+        fh.truncate(44 + data)
     out = tmp_path / "m.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nvmedia", "prepare", str(folder), "--dry-run", "-j", "2", "-o", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    killed = False
-    while proc.poll() is None and not killed:
-        try:
-            parent_cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
-            for child in _children(proc.pid):
-                # Forked workers keep the parent's command line (multiprocessing's helpers do not).
-                if Path(f"/proc/{child}/cmdline").read_bytes() == parent_cmdline:
-                    os.kill(child, signal.SIGKILL)
-                    killed = True
-                    break
-        except FileNotFoundError:
-            continue  # a process ended while we looked
-    _, stderr = proc.communicate(timeout=120)
-    assert killed, "the run ended before a worker could be killed"
-    assert proc.returncode == 2, stderr
-    assert "worker process died" in stderr and "Traceback" not in stderr
-    assert not out.exists()
+    cmd = [sys.executable, "-m", "nvmedia", "prepare", str(folder), "--dry-run", "-j", "2", "-o", str(out)]
+    status, stderr, killed = _kill_workers_while_running(cmd, holding="m_long.wav", times=2)
+    assert killed == 2
+    assert status == 1 and "Traceback" not in stderr, stderr
+    records = {Path(r["source"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert records["m_long.wav"]["status"] == "error"
+    assert records["m_long.wav"]["error"]["code"] == "corrupt_media"
+    assert "died" in records["m_long.wav"]["error"]["message"]
+    assert [records[n]["status"] for n in sorted(records) if n != "m_long.wav"] == ["ok", "ok", "ok"]
 
 
 def test_workers_are_threads_when_the_process_already_runs_other_threads() -> None:
@@ -299,13 +341,13 @@ def test_workers_are_threads_when_the_process_already_runs_other_threads() -> No
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from nvmedia.pipeline import _normalize_pool
+    from nvmedia.workers import _pool
 
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
     other.start()
     try:
-        with _normalize_pool("process", 2) as pool:
+        with _pool("process", 2) as pool:
             assert isinstance(pool, ThreadPoolExecutor)
     finally:
         stop.set()
