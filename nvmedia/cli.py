@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,28 +96,36 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 class _Progress:
-    """A one-line progress display on a terminal's stderr."""
+    """A one-line progress display on a terminal's stderr, and a summary line at the end.
+
+    Called from the workers' and the uploads' threads, hence the lock.
+    """
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
         self.last = 0.0
         self.shown = False
+        self.lock = threading.Lock()
 
     def __call__(self, stage: str, done: int, total: int, name: str) -> None:
-        now = time.monotonic()
-        if done < total and now - self.last < 0.1:
-            return
-        self.last = now
-        width = 24
-        filled = width * done // max(total, 1)
-        label = name if len(name) <= 40 else "…" + name[-39:]
-        self.stream.write(f"\r\x1b[K{stage:9} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label}")
-        self.stream.flush()
-        self.shown = True
+        with self.lock:
+            now = time.monotonic()
+            if done < total and now - self.last < 0.1:
+                return
+            self.last = now
+            width = 24
+            filled = width * done // max(total, 1)
+            label = name if len(name) <= 40 else "…" + name[-39:]
+            self.stream.write(f"\r\x1b[K{stage:9} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label}")
+            self.stream.flush()
+            self.shown = True
 
-    def finish(self) -> None:
-        if self.shown:
-            self.stream.write("\r\x1b[K")
+    def finish(self, summary: str | None = None) -> None:
+        with self.lock:
+            if self.shown:
+                self.stream.write("\r\x1b[K")
+            if summary:
+                self.stream.write(summary + "\n")
             self.stream.flush()
 
 
@@ -184,15 +193,22 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             return _fail(f"cannot write {args.output}: {exc.strerror}", "check the folder exists and is writable")
     else:
         out = sys.stdout
-    any_error = False
+    counts = {"ok": 0, "skipped": 0, "error": 0, "uploaded": 0}
+    summary = None
     try:
         for items, request in run(args.paths, settings, progress=progress):
             for item in items:
-                any_error = any_error or item.status == "error"
+                counts[item.status] += 1
+                counts["uploaded"] += item.uploaded
                 out.write(record_line(item.to_record()))
             if request is not None:
                 out.write(record_line(request.to_record()))
             out.flush()
+        summary = (
+            f"{sum(counts[s] for s in ('ok', 'skipped', 'error'))} inputs: {counts['ok']} ok, "
+            f"{counts['skipped']} skipped, {counts['error']} errors; {counts['uploaded']} uploaded"
+            + (f" -> {args.output}" if not to_stdout else "")
+        )
     except BaseException:
         if partial is not None:
             out.close()
@@ -200,11 +216,11 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         raise
     finally:
         if progress is not None:
-            progress.finish()
+            progress.finish(summary)
     if partial is not None:
         out.close()
         os.replace(partial, target)
-    return EXIT_ITEM_ERROR if any_error else EXIT_OK
+    return EXIT_ITEM_ERROR if counts["error"] else EXIT_OK
 
 
 def _describe(item: Item) -> str:

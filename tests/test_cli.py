@@ -227,6 +227,7 @@ def test_progress_shows_on_a_terminal_and_never_in_the_manifest(tmp_path: Path) 
     os.close(main_fd)
     assert proc.returncode == 0
     assert b"3/3" in shown and b"normalize" in shown
+    assert b"3 inputs: 3 ok, 0 skipped, 0 errors; 0 uploaded" in shown
     assert b"normalize" not in out and len(out.splitlines()) == 3
 
 
