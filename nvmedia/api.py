@@ -104,6 +104,7 @@ def _settings(
     audio_part: AudioPartStyle,
     keep_metadata: bool,
     trim_s: float | None,
+    split_long_audio: bool,
 ) -> Settings:
     settings = Settings(
         mode=mode,
@@ -121,6 +122,7 @@ def _settings(
         audio_part=audio_part,
         keep_metadata=keep_metadata,
         trim_s=trim_s,
+        split_long_audio=split_long_audio,
     )
     if jobs is not None:
         settings.jobs = jobs
@@ -146,6 +148,7 @@ def prepare(
     audio_part: AudioPartStyle = "audio_url",
     keep_metadata: bool = False,
     trim_s: float | None = None,
+    split_long_audio: bool = False,
     on_error: OnError = "raise",
     progress: ProgressFn | None = None,
 ) -> Prepared:
@@ -192,6 +195,7 @@ def prepare(
         audio_part=audio_part,
         keep_metadata=keep_metadata,
         trim_s=trim_s,
+        split_long_audio=split_long_audio,
     )
     delivery = Delivery(settings)
     items: list[Item] = []

@@ -61,6 +61,11 @@ def _build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--keep", metavar="DIR", type=Path, help="also write each normalized file into DIR")
     prep.add_argument("--keep-metadata", action="store_true", help="do not strip EXIF/XMP/IPTC/text metadata")
     prep.add_argument("--trim", type=float, metavar="SECONDS", help="cut audio/video over the profile's limit")
+    prep.add_argument(
+        "--split-long-audio",
+        action="store_true",
+        help="send audio over the profile's limit as pieces cut at its pauses (one item per piece)",
+    )
     prep.add_argument("-j", "--jobs", type=_positive_int, default=os.cpu_count() or 1, metavar="N")
     prep.add_argument(
         "--pool",
@@ -180,6 +185,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         audio_part=args.audio_part,
         keep_metadata=args.keep_metadata,
         trim_s=args.trim,
+        split_long_audio=args.split_long_audio,
     )
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
     to_stdout = args.output == "-"

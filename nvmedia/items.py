@@ -19,7 +19,9 @@ class Item:
     """What happened to one input (one manifest ``item`` record).
 
     ``output_path`` is the normalized file while the run is in progress; it is not
-    part of the record and is gone once ``prepare`` returns (see ``kept``).
+    part of the record and is gone once ``prepare`` returns (see ``kept``). An input
+    cut into pieces (``--split-long-audio``) holds one item per piece in ``pieces``,
+    each with ``piece`` = (number, count, start_s, end_s); the pieces are what is sent.
     """
 
     source: str
@@ -38,6 +40,8 @@ class Item:
     reason: str | None = None
     error: NVMediaError | None = None
     group: str = ""
+    piece: tuple[int, int, float, float] | None = None
+    pieces: list[Item] = field(default_factory=list, repr=False)
     output_path: Path | None = field(default=None, repr=False)
     b64: str | None = field(default=None, repr=False)
     uploaded: bool = field(default=False, repr=False)
@@ -45,6 +49,10 @@ class Item:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    def expanded(self) -> list[Item]:
+        """The items this input sends: its pieces when it was split (``--split-long-audio``), else itself."""
+        return self.pieces if self.pieces else [self]
 
     def fail(self, error: NVMediaError) -> None:
         """Mark the item as failed, dropping any delivery already decided."""
@@ -71,6 +79,9 @@ class Item:
             return record
         if self.output is not None:
             record["output"] = self.output.to_record()
+        if self.piece is not None:
+            number, count, start, end = self.piece
+            record["piece"] = {"index": number, "count": count, "start_s": round(start, 3), "end_s": round(end, 3)}
         record["actions"] = self.actions
         if self.kept is not None:
             record["kept"] = self.kept

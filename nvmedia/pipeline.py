@@ -78,6 +78,7 @@ class Settings:
     keep_metadata: bool = False
     background: tuple[int, int, int] = (255, 255, 255)
     trim_s: float | None = None
+    split_long_audio: bool = False
     description: str = "nvmedia upload"
 
     @property
@@ -292,12 +293,21 @@ def normalize_source(source: Source, settings: Settings, workdir: Path, fit_char
             keep_metadata=settings.keep_metadata,
             background=settings.background,
             trim_s=settings.trim_s,
+            split_long_audio=settings.split_long_audio,
         )
         result = normalize(path, sniffed, info, settings.profile, options)
         item.output, item.output_path = result.info, result.path
         item.actions, item.warnings = list(result.actions), list(result.warnings)
         if settings.keep is not None:
             item.kept = str(_keep_copy(result.path, source, result.info.mime, settings.keep))
+        for number, piece in enumerate(result.pieces, 1):
+            assert piece.span is not None
+            part = Item(source=source.name, group=source.group, kind=item.kind, input=info, output=piece.info)
+            part.output_path, part.actions, part.warnings = piece.path, list(piece.actions), list(piece.warnings)
+            part.piece = (number, len(result.pieces), *piece.span)
+            if settings.keep is not None:
+                part.kept = str(_keep_copy(piece.path, source, piece.info.mime, settings.keep, number))
+            item.pieces.append(part)
     except NVMediaError as exc:
         item.fail(exc)
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop a folder run
@@ -311,9 +321,11 @@ def normalize_source(source: Source, settings: Settings, workdir: Path, fit_char
     return item
 
 
-def _keep_copy(path: Path, source: Source, mime: str, keep_dir: Path) -> Path:
+def _keep_copy(path: Path, source: Source, mime: str, keep_dir: Path, piece: int | None = None) -> Path:
     rel = source.rel if str(source.rel) != "." else PurePosixPath(Path(source.name).name)
     target = keep_dir.joinpath(*rel.parts).with_suffix(_EXTENSIONS.get(mime, rel.suffix))
+    if piece is not None:  # talk.flac -> talk.part2.mp3
+        target = target.with_name(f"{target.stem}.part{piece}{target.suffix}")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.part")
     shutil.copyfile(path, tmp)
@@ -472,7 +484,7 @@ def run(
                         while submitted < len(cut) and cut[submitted].start <= max(indexes) + lookahead:
                             workers.submit(submitted, cut[submitted])
                             submitted += 1
-                        items = [take(i) for i in indexes]
+                        items = [piece for i in indexes for piece in take(i).expanded()]
                         _plan_group(items, settings)
                         pending.append((items, _start_delivery(items, settings, delivery, uploads)))
                         while pending and (len(pending) > lookahead or all(f.done() for f in pending[0][1])):

@@ -28,6 +28,7 @@ class NormalizeOptions:
         keep_metadata: keep EXIF/XMP/IPTC/text metadata instead of stripping it.
         background: RGB colour that transparency is flattened onto when the output cannot carry alpha.
         trim_s: cut video/audio longer than the profile's limit to its first ``trim_s`` seconds.
+        split_long_audio: cut audio longer than the profile's limit into pieces at its pauses.
     """
 
     workdir: Path
@@ -35,6 +36,7 @@ class NormalizeOptions:
     keep_metadata: bool = False
     background: tuple[int, int, int] = (255, 255, 255)
     trim_s: float | None = None
+    split_long_audio: bool = False
 
 
 @dataclass
@@ -47,12 +49,17 @@ class NormalizedMedia:
         actions: what was done, in order (``exif-transpose``, ``strip-metadata``, ``encode:jpeg``...);
             empty on passthrough.
         warnings: things the user should know (``animated: kept the first of 31 frames``...).
+        span: for a piece of a split input, its start and end in the source, in seconds.
+        pieces: when the input was split (``split_long_audio``), one result per piece, in order;
+            the fields above then describe the first piece.
     """
 
     path: Path
     info: MediaInfo
     actions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    span: tuple[float, float] | None = None
+    pieces: list[NormalizedMedia] = field(default_factory=list)
 
 
 def normalize(

@@ -40,7 +40,7 @@ from ..sniff import Sniffed, sniff_path
 from ..validate import validate_av, wav_data_chunk
 from ..wire import b64_len
 from . import NormalizedMedia, NormalizeOptions
-from .limits import check_duration
+from .limits import LIMIT_TOLERANCE_S, check_duration
 
 PASSTHROUGH_WAV_CODECS = frozenset({"pcm_s16le", "pcm_s24le", "pcm_u8"})
 """Linear PCM every WAV reader handles; u-law/A-law, float and ADPCM WAVs are re-encoded."""
@@ -102,7 +102,11 @@ def normalize_audio(
     validation = validate_av(source, sniffed, info)
     duration = validation.decoded_s
     warnings = list(validation.warnings)
-    trim = check_duration(source, "audio", duration, profile.max_audio_s, options.trim_s)
+    max_s = profile.max_audio_s
+    split = options.split_long_audio and options.trim_s is None and max_s is not None
+    if split and max_s is not None and duration > max_s + LIMIT_TOLERANCE_S:
+        return _split(source, sniffed, info, profile, options, duration, warnings)
+    trim = check_duration(source, "audio", duration, max_s, options.trim_s)
     length = trim if trim is not None else duration
     limit = options.fit_chars
     if trim is None and _passes_through(source, sniffed, info, profile):
@@ -110,24 +114,81 @@ def normalize_audio(
             return NormalizedMedia(
                 path=source, info=with_digest(source, info.replace(duration_s=duration)), actions=[], warnings=warnings
             )
+    rate, channels = _target(info, profile, warnings)
+    output, out_info, chosen = _encode_to_fit(
+        source, sniffed, info, profile, options, (rate, channels), 0.0, trim, length
+    )
+    return NormalizedMedia(path=output, info=out_info, actions=_actions(info, chosen, trim), warnings=warnings)
 
+
+def _target(info: MediaInfo, profile: Profile, warnings: list[str]) -> tuple[int, int]:
+    """The sample rate and channel count a re-encode produces (warning when that resamples up)."""
     rate = min(max(profile.audio_sample_rate, profile.min_sample_rate), profile.max_sample_rate)
     if info.sample_rate and info.sample_rate < profile.min_sample_rate:
         warnings.append(
             f"sample rate {info.sample_rate} Hz is below the {profile.min_sample_rate} Hz minimum: resampled up to "
             f"{rate} Hz (this adds no detail)"
         )
-    channels = min(profile.audio_channels, info.channels or profile.audio_channels)
+    return rate, min(profile.audio_channels, info.channels or profile.audio_channels)
+
+
+def _encode_to_fit(
+    source: Path,
+    sniffed: Sniffed,
+    info: MediaInfo,
+    profile: Profile,
+    options: NormalizeOptions,
+    layout: tuple[int, int],
+    start: float,
+    cut: float | None,
+    length: float,
+) -> tuple[Path, MediaInfo, _Encoding]:
+    """Encode by the size-aware rule (walking the ladder under a budget) from ``start``, ``cut`` seconds
+    of it (None: to the end), which last ``length`` seconds."""
+    limit = options.fit_chars
+    rate, channels = layout
     chosen = _first_choice(length, rate, channels, profile, limit)
     if limit is not None and b64_len(chosen.predicted_bytes(length)) >= limit:
         chosen = _ladder_start(source, length, profile, limit)
     while True:
-        output, out_info = _encode(source, sniffed, info, chosen, trim, length, options)
+        output, out_info = _encode(source, sniffed, info, chosen, start, cut, length, options)
         if limit is None or b64_len(out_info.bytes) < limit:
-            break
+            return output, out_info, chosen
         output.unlink()
         chosen = _next_rung(source, chosen, length, profile, limit, b64_len(out_info.bytes))
-    return NormalizedMedia(path=output, info=out_info, actions=_actions(info, chosen, trim), warnings=warnings)
+
+
+def _split(
+    source: Path,
+    sniffed: Sniffed,
+    info: MediaInfo,
+    profile: Profile,
+    options: NormalizeOptions,
+    duration: float,
+    warnings: list[str],
+) -> NormalizedMedia:
+    """Cut ``source`` at its pauses into pieces within the profile's limit, each re-encoded by the usual rule."""
+    from .split import cut_points, loudness
+
+    assert profile.max_audio_s is not None
+    cuts = cut_points(duration, profile.max_audio_s, loudness(source, sniffed, info))
+    bounds = list(zip([0.0, *cuts], [*cuts, duration], strict=True))
+    layout = _target(info, profile, warnings)
+    pieces: list[NormalizedMedia] = []
+    try:
+        for number, (start, end) in enumerate(bounds, 1):
+            length = end - start
+            output, out_info, chosen = _encode_to_fit(
+                source, sniffed, info, profile, options, layout, start, length, length
+            )
+            actions = [f"split:{number}/{len(bounds)}", *_actions(info, chosen, None)]
+            pieces.append(NormalizedMedia(output, out_info, actions, list(warnings), span=(start, end)))
+    except BaseException:
+        for piece in pieces:
+            piece.path.unlink(missing_ok=True)
+        raise
+    first = pieces[0]
+    return NormalizedMedia(first.path, first.info, first.actions, first.warnings, first.span, pieces)
 
 
 def _passes_through(source: Path, sniffed: Sniffed, info: MediaInfo, profile: Profile) -> bool:
@@ -197,14 +258,18 @@ def _encode(
     sniffed: Sniffed,
     info: MediaInfo,
     enc: _Encoding,
-    trim: float | None,
+    start: float,
+    cut: float | None,
     length: float,
     options: NormalizeOptions,
 ) -> tuple[Path, MediaInfo]:
+    """Re-encode ``source`` from ``start``, ``cut`` seconds of it (None: to the end), ``length`` seconds in all."""
     import ffmpeg
 
     output = ff.output_path(options.workdir, source, "." + enc.fmt)
-    in_options = {"t": f"{trim:.3f}"} if trim is not None else {}
+    in_options = {"ss": f"{start:.3f}"} if start > 0 else {}
+    if cut is not None:
+        in_options["t"] = f"{cut:.3f}"
     index = info.extra.get("audio_index")
     stream_spec = str(index) if isinstance(index, int) else "a:0"
     codec: dict[str, object] = (

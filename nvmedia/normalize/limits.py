@@ -29,7 +29,8 @@ def check_duration(source: Path, kind: str, duration: float, max_s: float | None
         raise MediaError(
             f"{source.name}: the {kind} is {duration:.1f} s long; the profile accepts at most {max_s:.0f} s",
             code="too_long",
-            hint=f"pass --trim {max_s:.0f} to keep the first {max_s:.0f} s, or split the file",
+            hint=f"pass --trim {max_s:.0f} to keep the first {max_s:.0f} s"
+            + (", or --split-long-audio to send it in pieces cut at its pauses" if kind == "audio" else ""),
         )
     if trim_s <= 0 or trim_s > max_s:
         raise MediaError(
