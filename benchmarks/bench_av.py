@@ -17,6 +17,8 @@
     through after a full-decode validation) and under a profile file that forces
     a conversion (``max_sample_rate`` 32000: re-encoded to 16 kHz mono MP3).
     Memory must stay under 200 MB.
+(d) ``av_split``: the same MP3 with ``--split-long-audio`` under a profile whose
+    limit is 25/60 of its length (three pieces): time and peak RSS.
 
     python benchmarks/bench_av.py [--quick]     (--quick: 10 s video, 5-minute MP3)
 """
@@ -165,6 +167,24 @@ def bench_mp3(tmp: Path, seconds: float) -> None:
         convert_actions=conv_rec["actions"],
         convert_output=f"{out_desc['mime']} {out_desc.get('sample_rate')} Hz x{out_desc.get('channels')}, "
         f"{out_desc['bytes']:,} bytes",
+        target="peak RSS < 200 MB",
+    )
+    # --split-long-audio on the same file, under a profile whose limit is 25/60 of its length.
+    limit = round(seconds * 25 / 60)
+    short = tmp / "short-audio.json"
+    short.write_text(json.dumps({"base": "nemotron-3-nano-omni", "name": "short-audio", "max_audio_s": limit}))
+    cmd = nvmedia_cmd("prepare", str(src), "--dry-run", "--split-long-audio", "--profile", str(short), "-o", str(out))
+    start = time.perf_counter()
+    split_mb = peak_rss_mb(cmd)
+    split_s = time.perf_counter() - start
+    pieces = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(r["status"] == "ok" for r in pieces), pieces
+    report(
+        "av_split",
+        input=f"the same {seconds:g} s MP3, profile limit {limit} s",
+        pieces=[f"{r['piece']['start_s']:g}-{r['piece']['end_s']:g} s" for r in pieces],
+        split_s=round(split_s, 2),
+        peak_rss_mb=round(split_mb, 1),
         target="peak RSS < 200 MB",
     )
 
