@@ -49,11 +49,23 @@ def _build_parser() -> argparse.ArgumentParser:
     prep = sub.add_parser("prepare", help="normalize, plan and deliver media; write a JSON Lines manifest")
     prep.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (folders are walked recursively)")
     prep.add_argument("-o", "--output", default="-", metavar="FILE", help="manifest destination; '-' is stdout")
-    prep.add_argument("--mode", choices=("auto", "inline", "asset"), default="auto")
+    prep.add_argument(
+        "--mode",
+        choices=("auto", "inline", "asset"),
+        default="auto",
+        help="auto: inline when it fits, else upload (default); inline: shrink to fit or fail; asset: upload all",
+    )
     prep.add_argument("--profile", default="nemotron-3-nano-omni", help="profile name or a .toml/.json profile file")
     prep.add_argument("--inline-limit", type=_positive_int, metavar="CHARS", help="base64 characters (default 180000)")
-    prep.add_argument("--request-limit", type=_positive_int, metavar="CHARS", help="default: the inline limit")
-    prep.add_argument("--group", choices=("file", "dir", "all"), default="file")
+    prep.add_argument(
+        "--request-limit",
+        type=_positive_int,
+        metavar="CHARS",
+        help="base64 characters of inline media per request (default: the inline limit)",
+    )
+    prep.add_argument(
+        "--group", choices=("file", "dir", "all"), default="file", help="which inputs share one request (default: file)"
+    )
     prep.add_argument("--assets-url", metavar="URL", help="asset API base (default $NVMEDIA_ASSETS_URL)")
     prep.add_argument("--api-key", metavar="KEY", help="bearer key (default $NVIDIA_API_KEY)")
     prep.add_argument("--dry-run", action="store_true", help="normalize and plan; upload nothing")
@@ -66,7 +78,14 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="send audio over the profile's limit as pieces cut at its pauses (one item per piece)",
     )
-    prep.add_argument("-j", "--jobs", type=_positive_int, default=os.cpu_count() or 1, metavar="N")
+    prep.add_argument(
+        "-j",
+        "--jobs",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="parallel workers (default: CPUs)",
+    )
     prep.add_argument(
         "--pool",
         choices=("process", "thread"),
@@ -74,7 +93,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run -j workers as forked processes (default, Linux) or threads",
     )
     prep.add_argument("--no-cache", action="store_true", help="do not reuse earlier uploads")
-    prep.add_argument("--audio-part", choices=("audio_url", "input_audio"), default="audio_url")
+    prep.add_argument(
+        "--audio-part",
+        choices=("audio_url", "input_audio"),
+        default="audio_url",
+        help="content part for inline audio (default: audio_url)",
+    )
 
     insp = sub.add_parser("inspect", help="what each file is and what prepare would do; nothing is written")
     insp.add_argument("paths", nargs="+", metavar="PATH")
