@@ -298,7 +298,7 @@ def normalize_source(source: Source, settings: Settings, workdir: Path, fit_char
         result = normalize(path, sniffed, info, settings.profile, options)
         item.output, item.output_path = result.info, result.path
         item.actions, item.warnings = list(result.actions), list(result.warnings)
-        if settings.keep is not None:
+        if settings.keep is not None and not result.pieces:
             item.kept = str(_keep_copy(result.path, source, result.info.mime, settings.keep))
         for number, piece in enumerate(result.pieces, 1):
             assert piece.span is not None
@@ -343,7 +343,8 @@ def normalize_batch(
     items = []
     for source, fits in zip(sources, fit_chars, strict=True):
         item = normalize_source(source, settings, workdir, fits)
-        _encode_if_inline_candidate(item, settings)
+        for sent in item.expanded():
+            _encode_if_inline_candidate(sent, settings)
         items.append(item)
     return items
 

@@ -72,6 +72,7 @@ def test_long_audio_is_cut_at_its_pauses_into_pieces_within_the_limit(tmp_path: 
         assert abs(measured - (record["piece"]["end_s"] - record["piece"]["start_s"])) < 0.05  # type: ignore[index]
         total += measured
     assert abs(total - 12.0) < 0.1
+    assert sorted(p.name for p in keep.iterdir()) == sorted(Path(str(r["kept"])).name for r in records)
 
 
 def test_pieces_share_one_request_and_are_each_sent(tmp_path: Path) -> None:

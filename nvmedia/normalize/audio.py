@@ -40,7 +40,7 @@ from ..sniff import Sniffed, sniff_path
 from ..validate import validate_av, wav_data_chunk
 from ..wire import b64_len
 from . import NormalizedMedia, NormalizeOptions
-from .limits import LIMIT_TOLERANCE_S, check_duration
+from .limits import check_duration, exceeds
 
 PASSTHROUGH_WAV_CODECS = frozenset({"pcm_s16le", "pcm_s24le", "pcm_u8"})
 """Linear PCM every WAV reader handles; u-law/A-law, float and ADPCM WAVs are re-encoded."""
@@ -103,9 +103,8 @@ def normalize_audio(
     duration = validation.decoded_s
     warnings = list(validation.warnings)
     max_s = profile.max_audio_s
-    split = options.split_long_audio and options.trim_s is None and max_s is not None
-    if split and max_s is not None and duration > max_s + LIMIT_TOLERANCE_S:
-        return _split(source, sniffed, info, profile, options, duration, warnings)
+    if options.split_long_audio and options.trim_s is None and max_s is not None and exceeds(duration, max_s):
+        return _split(source, sniffed, info, profile, options, duration, max_s, warnings)
     trim = check_duration(source, "audio", duration, max_s, options.trim_s)
     length = trim if trim is not None else duration
     limit = options.fit_chars
@@ -165,13 +164,13 @@ def _split(
     profile: Profile,
     options: NormalizeOptions,
     duration: float,
+    max_s: float,
     warnings: list[str],
 ) -> NormalizedMedia:
-    """Cut ``source`` at its pauses into pieces within the profile's limit, each re-encoded by the usual rule."""
+    """Cut ``source`` at its pauses into pieces of at most ``max_s``, each re-encoded by the usual rule."""
     from .split import cut_points, loudness
 
-    assert profile.max_audio_s is not None
-    cuts = cut_points(duration, profile.max_audio_s, loudness(source, sniffed, info))
+    cuts = cut_points(duration, max_s, loudness(source, sniffed, info))
     bounds = list(zip([0.0, *cuts], [*cuts, duration], strict=True))
     layout = _target(info, profile, warnings)
     pieces: list[NormalizedMedia] = []

@@ -10,6 +10,11 @@ LIMIT_TOLERANCE_S = 0.25
 """Slack on duration limits: encoder priming and container rounding make a 60.00 s recording read 60.02 s."""
 
 
+def exceeds(duration: float, max_s: float | None) -> bool:
+    """Whether ``duration`` is over the limit ``max_s`` (None: no limit), allowing ``LIMIT_TOLERANCE_S``."""
+    return max_s is not None and duration > max_s + LIMIT_TOLERANCE_S
+
+
 def check_duration(source: Path, kind: str, duration: float, max_s: float | None, trim_s: float | None) -> float | None:
     """The length to cut ``source`` to, or None when it is kept whole.
 
@@ -23,8 +28,9 @@ def check_duration(source: Path, kind: str, duration: float, max_s: float | None
     Raises:
         MediaError: ``too_long`` when over the limit without a usable ``trim_s``.
     """
-    if max_s is None or duration <= max_s + LIMIT_TOLERANCE_S:
+    if not exceeds(duration, max_s):
         return None
+    assert max_s is not None
     if trim_s is None:
         raise MediaError(
             f"{source.name}: the {kind} is {duration:.1f} s long; the profile accepts at most {max_s:.0f} s",

@@ -47,9 +47,8 @@ def loudness(path: Path, sniffed: Sniffed, info: MediaInfo) -> list[float]:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=ANALYSIS_RATE)
 
         def take(frames: list[Any]) -> None:
-            nonlocal pending
             for out in frames:
-                pending += bytes(out.planes[0])[: out.samples * 2]
+                pending.extend(bytes(out.planes[0])[: out.samples * 2])
             while len(pending) >= window_bytes:
                 levels.append(rms(bytes(pending[:window_bytes])))
                 del pending[:window_bytes]
