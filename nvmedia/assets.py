@@ -354,7 +354,7 @@ async def _streamed_from_thread(body: OpenedUpload) -> AsyncIterator[bytes]:
 class AsyncAssetClient(_AssetClientBase):
     """The asynchronous client: the same arguments, protocol and policy as ``AssetClient``, on ``httpx.AsyncClient``.
 
-    Runs on asyncio or trio (through anyio); ``http_client`` takes an ``httpx.AsyncClient``
+    Runs on asyncio (through anyio); ``http_client`` takes an ``httpx.AsyncClient``
     and ``transport`` an ``httpx.AsyncBaseTransport``.
 
     Example:

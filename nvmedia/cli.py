@@ -126,13 +126,14 @@ def _build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--port", type=int, default=0)
     emu.add_argument("--latency-api", type=float, default=0.0, metavar="S", help="seconds added to each asset-API call")
     emu.add_argument("--latency-upload", type=float, default=0.0, metavar="S", help="seconds added to each upload")
+    emu.add_argument("--latency-chat", type=float, default=0.0, metavar="S", help="seconds added to each chat request")
     emu.add_argument("--storage-dir", metavar="DIR", help="where uploaded bytes are kept (default: a temp folder)")
     return parser
 
 
 def _add_service_options(parser: argparse.ArgumentParser, *, after: bool = False) -> None:
     """The asset-service options; ``after`` also accepts them after a sub-command without undoing earlier ones."""
-    keep = {"default": argparse.SUPPRESS} if after else {}
+    keep: dict[str, Any] = {"default": argparse.SUPPRESS} if after else {}
     parser.add_argument("--assets-url", metavar="URL", help="asset API base (default $NVMEDIA_ASSETS_URL)", **keep)
     parser.add_argument("--api-key", metavar="KEY", help="bearer key (default $NVIDIA_API_KEY)", **keep)
     parser.add_argument(
@@ -343,6 +344,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
     argv = ["--host", args.host, "--port", str(args.port)]
     argv += ["--latency-api", str(args.latency_api), "--latency-upload", str(args.latency_upload)]
+    argv += ["--latency-chat", str(args.latency_chat)]
     if args.storage_dir:
         argv += ["--storage-dir", args.storage_dir]
     return emulator_main(argv)

@@ -138,7 +138,9 @@ class Delivery:
                 from .assets import AssetClient
 
                 self._client = AssetClient(
-                    api_key=self.api_key, base_url=self.assets_url, allow_insecure_http=self.settings.allow_insecure_http
+                    api_key=self.api_key,
+                    base_url=self.assets_url,
+                    allow_insecure_http=self.settings.allow_insecure_http,
                 )
                 if self.settings.use_cache and not self.settings.emulate:
                     from .cache import AssetCache
