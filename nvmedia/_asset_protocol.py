@@ -121,6 +121,11 @@ def check_assets_url(url: str, *, allow_insecure_http: bool = False) -> str:
             f"the asset API URL {shown!r} is not a valid URL ({redact_text(str(exc))})",
             hint="pass --assets-url or set NVMEDIA_ASSETS_URL to e.g. https://api.nvcf.nvidia.com/v2/nvcf/assets",
         ) from None
+    if parsed.port is not None and not 0 <= parsed.port < 65536:
+        raise ConfigError(
+            f"the asset API URL {shown!r} is not a valid URL (port {parsed.port} is outside 0-65535)",
+            hint="pass --assets-url or set NVMEDIA_ASSETS_URL to e.g. https://api.nvcf.nvidia.com/v2/nvcf/assets",
+        )
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigError(
             f"the asset API URL {shown!r} is not an http(s) URL",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,18 +11,6 @@ from nvmedia.cli import main
 
 KEY = "nvapi-URL-POLICY-SECRET-KEY-5150"
 PNG = CORPUS / "pillow__hopper.png"
-
-
-@pytest.fixture
-def refused_port() -> Iterator[int]:
-    """A loopback port that refuses connections for as long as the test runs.
-
-    The socket is bound but never listens: nobody else can bind the port meanwhile,
-    and a connection to it is refused at once (no timing involved).
-    """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize(
@@ -59,7 +45,6 @@ def test_plain_http_to_another_host_is_refused_before_anything_is_sent(capsys: p
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "https" in err and "--allow-insecure-http" in err
-
 
 
 def test_prepare_refuses_plain_http_to_another_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

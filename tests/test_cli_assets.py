@@ -53,7 +53,9 @@ def test_assets_without_a_key_is_exit_2(
 
 def test_emulator_command_prints_its_url_first_and_serves() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nvmedia", "emulator", "--port", "0"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "nvmedia", "emulator", "--port", "0", "--latency-chat", "0.01"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
