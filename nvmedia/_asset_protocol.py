@@ -28,38 +28,34 @@ Failures surface as the ``AssetAPIError`` family::
 
 from __future__ import annotations
 
-import email.utils
-import http
-import ipaddress
 import json
 import logging
 import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any, Final, Generic, Literal, TypeVar
+from typing import IO, Any, Final, Generic, TypeVar
 
 import httpx
 import tenacity
 
+from ._asset_endpoint import AssetEndpoint
+from ._asset_results import AssetInfo, CreatedAsset, DeleteOutcome, DeleteReport, UploadURLExpired
+from ._asset_retry import CallPolicy, RetryableStatus, describe_failure, parse_retry_after, phrase
 from ._redact import redact_text, redact_url
-from .errors import AssetAPIError, AuthError, CleanupError, ConfigError, InputError, NVMediaError, UploadError
+from .errors import AssetAPIError, AuthError, ConfigError, InputError, NVMediaError, UploadError
 
 logger = logging.getLogger("nvmedia.assets")
 
-DEFAULT_ASSETS_URL: Final = "https://api.nvcf.nvidia.com/v2/nvcf/assets"
 DEFAULT_DESCRIPTION: Final = "nvmedia upload"
 DESCRIPTION_HEADER: Final = "x-amz-meta-nvcf-asset-description"
 CONTENT_TYPE_RE: Final = re.compile(r"^(\w+)/([-+.\w]+)$", re.ASCII)
 UPLOAD_CHUNK: Final = 1024 * 1024
 """Bytes read from disk per upload chunk; memory stays flat whatever the file size."""
-BACKOFF_INITIAL_S: Final = 0.5
-BACKOFF_MAX_S: Final = 10.0
 EXPIRED_URL_ROUNDS: Final = 3
 """How many fresh assets ``upload_file_flow`` creates when upload URLs keep expiring."""
 DELETE_DEADLINE_S: Final = 30.0
@@ -71,242 +67,6 @@ ProgressCallback = Callable[[int], None]
 """Called with the bytes sent so far in the current attempt (it restarts at 0 when an upload is retried)."""
 
 T = TypeVar("T")
-
-_NO_KEY_HINT: Final = "set NVIDIA_API_KEY or pass --api-key"
-_INSECURE_HINT: Final = (
-    "use an https:// asset API URL; plain http is allowed only to a loopback address (127.0.0.0/8, ::1, localhost), "
-    "or pass allow_insecure_http=True / --allow-insecure-http if you accept sending the key in clear text"
-)
-
-
-# -- where the key may go ---------------------------------------------------------------------------
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ``::1``: addresses that never leave the machine.
-
-    Example:
-        >>> is_loopback_host("127.0.0.2"), is_loopback_host("[::1]"), is_loopback_host("example.com")
-        (True, True, False)
-    """
-    name = host.strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def check_assets_url(url: str, *, allow_insecure_http: bool = False) -> str:
-    """The asset API base URL, checked and tidied (no trailing slash, no credentials).
-
-    The key travels on every asset API call, so the URL must be https, or plain http
-    to a loopback address, unless ``allow_insecure_http`` says otherwise. Credentials
-    written into the URL (``http://KEY@host``) are dropped: the key goes in ``api_key``.
-
-    Raises:
-        ConfigError: the URL is not a valid http(s) URL, or is plain http to another host.
-
-    Example:
-        >>> check_assets_url("http://127.0.0.1:8080/v2/nvcf/assets/")
-        'http://127.0.0.1:8080/v2/nvcf/assets'
-    """
-    text = url.strip().rstrip("/")
-    shown = redact_url(text)
-    try:
-        parsed = httpx.URL(text)
-    except (httpx.InvalidURL, ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"the asset API URL {shown!r} is not a valid URL ({redact_text(str(exc))})",
-            hint="pass --assets-url or set NVMEDIA_ASSETS_URL to e.g. https://api.nvcf.nvidia.com/v2/nvcf/assets",
-        ) from None
-    if parsed.port is not None and not 0 <= parsed.port < 65536:
-        raise ConfigError(
-            f"the asset API URL {shown!r} is not a valid URL (port {parsed.port} is outside 0-65535)",
-            hint="pass --assets-url or set NVMEDIA_ASSETS_URL to e.g. https://api.nvcf.nvidia.com/v2/nvcf/assets",
-        )
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigError(
-            f"the asset API URL {shown!r} is not an http(s) URL",
-            hint="pass --assets-url or set NVMEDIA_ASSETS_URL to e.g. https://api.nvcf.nvidia.com/v2/nvcf/assets",
-        )
-    if parsed.scheme == "http" and not allow_insecure_http and not is_loopback_host(parsed.host):
-        raise ConfigError(
-            f"the asset API URL {shown!r} is plain http to {parsed.host}, which would send the API key unencrypted",
-            hint=_INSECURE_HINT,
-        )
-    return str(parsed.copy_with(username=None, password=None, fragment=None)).rstrip("/")
-
-
-@dataclass(frozen=True)
-class AssetEndpoint:
-    """Where the asset API is and the key to use there (the key never shows in a repr).
-
-    Attributes:
-        base_url: the checked asset API base (``.../v2/nvcf/assets``).
-        api_key: the bearer key, or None when none is configured.
-    """
-
-    base_url: str
-    api_key: str | None = field(repr=False)
-
-    @classmethod
-    def configure(
-        cls, api_key: str | None = None, base_url: str | None = None, *, allow_insecure_http: bool = False
-    ) -> AssetEndpoint:
-        """An endpoint from explicit values, else ``$NVIDIA_API_KEY`` / ``$NVMEDIA_ASSETS_URL``, else NVCF's URL.
-
-        Raises:
-            ConfigError: the URL is invalid, or plain http to a host that is not loopback.
-        """
-        key = api_key if api_key is not None else os.environ.get("NVIDIA_API_KEY")
-        url = base_url or os.environ.get("NVMEDIA_ASSETS_URL") or DEFAULT_ASSETS_URL
-        return cls(check_assets_url(url, allow_insecure_http=allow_insecure_http), (key or "").strip() or None)
-
-    def auth(self, op: str) -> dict[str, str]:
-        """The Authorization header of an asset API call.
-
-        Raises:
-            AuthError: no key is configured.
-        """
-        if self.api_key is None:
-            raise AuthError(f"{op}: no API key is set, and the asset API needs one", hint=_NO_KEY_HINT)
-        return {"Authorization": f"Bearer {self.api_key}"}
-
-    def asset_url(self, asset_id: str) -> str:
-        """The URL of one asset.
-
-        Raises:
-            AssetAPIError: ``asset_id`` is not a UUID (nothing is sent for it).
-        """
-        return f"{self.base_url}/{canonical_asset_id(asset_id)}"
-
-
-def canonical_asset_id(asset_id: str) -> str:
-    """``asset_id`` as a lower-case UUID.
-
-    Raises:
-        AssetAPIError: it is not a UUID.
-    """
-    try:
-        return str(uuid.UUID(asset_id))
-    except (ValueError, TypeError, AttributeError):
-        raise AssetAPIError(
-            f"{str(asset_id)[:60]!r} is not an asset id (a UUID such as b5b841c3-11c2-4c34-b057-9475e82c5369)",
-            hint="pass an id returned by create/upload_file or listed by `nvmedia assets list`",
-        ) from None
-
-
-# -- results ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CreatedAsset:
-    """A freshly created asset and where to upload its bytes.
-
-    Attributes:
-        asset_id: the asset's UUID.
-        upload_url: the presigned PUT URL (secret: never shown in full).
-        content_type: the content type the URL was signed for.
-        description: the description the URL was signed for.
-    """
-
-    asset_id: str
-    upload_url: str = field(repr=False)
-    content_type: str
-    description: str
-
-    def __repr__(self) -> str:
-        return (
-            f"CreatedAsset(asset_id={self.asset_id!r}, upload_url={redact_url(self.upload_url)!r}, "
-            f"content_type={self.content_type!r}, description={self.description!r})"
-        )
-
-
-@dataclass(frozen=True)
-class AssetInfo:
-    """What the asset API says about one asset.
-
-    Attributes:
-        asset_id: the asset's UUID.
-        content_type: its content type.
-        description: its description.
-    """
-
-    asset_id: str
-    content_type: str
-    description: str
-
-
-@dataclass(frozen=True)
-class DeleteOutcome:
-    """What became of one asset in a bulk delete.
-
-    Attributes:
-        asset_id: the id as given.
-        status: ``deleted``, ``not_found`` (already gone: counts as deleted) or ``failed``.
-        reason: why it failed (empty otherwise).
-    """
-
-    asset_id: str
-    status: Literal["deleted", "not_found", "failed"]
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class DeleteReport:
-    """The outcome of a bulk delete, one entry per distinct id, in the order given.
-
-    Example:
-        >>> report = client.delete_many(ids)  # doctest: +SKIP
-        >>> report.failed                      # doctest: +SKIP
-        ('b5b841c3-11c2-4c34-b057-9475e82c5369',)
-        >>> report.raise_for_failures()        # doctest: +SKIP
-        Traceback (most recent call last):
-        nvmedia.errors.CleanupError: could not delete 1 of 190 assets: ...
-    """
-
-    outcomes: tuple[DeleteOutcome, ...]
-
-    def _ids(self, status: str) -> tuple[str, ...]:
-        return tuple(o.asset_id for o in self.outcomes if o.status == status)
-
-    @property
-    def deleted(self) -> tuple[str, ...]:
-        """Ids deleted now."""
-        return self._ids("deleted")
-
-    @property
-    def not_found(self) -> tuple[str, ...]:
-        """Ids the service did not know (already deleted or expired): they count as deleted."""
-        return self._ids("not_found")
-
-    @property
-    def failed(self) -> tuple[str, ...]:
-        """Ids that could not be deleted."""
-        return self._ids("failed")
-
-    def raise_for_failures(self) -> None:
-        """Raise ``CleanupError`` listing the ids that could not be deleted, if any.
-
-        Raises:
-            CleanupError: at least one id failed.
-        """
-        failures = [o for o in self.outcomes if o.status == "failed"]
-        if not failures:
-            return
-        listed = "; ".join(f"{o.asset_id} ({o.reason})" for o in failures)
-        raise CleanupError(
-            f"could not delete {len(failures)} of {len(self.outcomes)} assets: {listed}",
-            asset_ids=[o.asset_id for o in failures],
-            hint="delete them later with `nvmedia assets delete ID...` (the service removes assets after 24 h)",
-        )
-
-
-class UploadURLExpired(UploadError):
-    """The presigned URL expired before the upload (403 ``Request has expired``); a fresh asset is needed."""
-
 
 # -- steps --------------------------------------------------------------------------------------
 
@@ -412,164 +172,6 @@ class FlowRunner(Iterator[Step], Generic[T]):
             raise
 
 
-# -- the retry policy ------------------------------------------------------------------------------
-
-
-class _RetryableStatus(Exception):
-    """A 429 or 5xx answer: retried by the policy, turned into an ``AssetAPIError`` when attempts run out."""
-
-    def __init__(self, status: int, retry_after: float | None, detail: str) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status = status
-        self.retry_after = retry_after
-        self.detail = detail
-
-
-_TRANSIENT: Final = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, (_RetryableStatus, *_TRANSIENT))
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta seconds or an HTTP date), or None.
-
-    Example:
-        >>> parse_retry_after("2")
-        2.0
-    """
-    if value is None or not value.strip():
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-class _WaitRetryAfterOrBackoff(tenacity.wait.wait_base):
-    """``Retry-After`` when the service gave one, else jittered exponential backoff; capped either way."""
-
-    def __init__(self, cap_s: float) -> None:
-        self._backoff = tenacity.wait_random_exponential(multiplier=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S)
-        self._cap_s = cap_s
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
-        if isinstance(exc, _RetryableStatus) and exc.retry_after is not None:
-            return min(exc.retry_after, self._cap_s)
-        return min(self._backoff(retry_state), self._cap_s)
-
-
-class _StopWhenWaitBudgetSpent(tenacity.stop.stop_base):
-    """Stops once the time spent waiting between attempts would exceed the budget."""
-
-    def __init__(self, budget_s: float) -> None:
-        self._budget_s = budget_s
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        return retry_state.idle_for + retry_state.upcoming_sleep > self._budget_s
-
-
-class _StopAtDeadline(tenacity.stop.stop_base):
-    """Stops when the next attempt would start after ``deadline`` (``time.monotonic()``)."""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        return time.monotonic() + retry_state.upcoming_sleep >= self.deadline
-
-
-def retry_policy(max_attempts: int = 5, max_retry_wait_s: float = 60.0) -> dict[str, Any]:
-    """The tenacity arguments of every asset call (``tenacity.Retrying(**p)``).
-
-    Retries connection errors, timeouts, 429 (waiting what ``Retry-After`` says, at most
-    ``max_retry_wait_s``) and 5xx, with jittered exponential backoff otherwise; stops after
-    ``max_attempts`` attempts or when the waits would add up to more than ``max_retry_wait_s``.
-    Never retries another 4xx.
-
-    Raises:
-        ConfigError: ``max_attempts`` is below 1.
-    """
-    if max_attempts < 1:
-        raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}", hint="pass max_attempts >= 1")
-    return {
-        "stop": tenacity.stop_after_attempt(max_attempts) | _StopWhenWaitBudgetSpent(max_retry_wait_s),
-        "wait": _WaitRetryAfterOrBackoff(max_retry_wait_s),
-        "retry": tenacity.retry_if_exception(_is_retryable),
-        "reraise": True,
-    }
-
-
-@dataclass(frozen=True)
-class CallPolicy:
-    """How one client calls the service: attempts, waiting, timeouts, and an optional deadline.
-
-    Attributes:
-        max_attempts: attempts per call, the first included.
-        max_retry_wait_s: most seconds spent waiting between attempts of one call.
-        timeout: seconds for connecting and each read or write; None leaves the HTTP client's own.
-        deadline: a ``time.monotonic()`` instant no attempt may start after and no attempt's
-            timeout may reach past; None for no deadline.
-    """
-
-    max_attempts: int = 5
-    max_retry_wait_s: float = 60.0
-    timeout: float | None = None
-    deadline: float | None = None
-
-    def __post_init__(self) -> None:
-        retry_policy(self.max_attempts, self.max_retry_wait_s)  # validates
-
-    def until(self, deadline: float | None) -> CallPolicy:
-        """This policy with a deadline (the earlier one wins)."""
-        if deadline is None or (self.deadline is not None and self.deadline <= deadline):
-            return self
-        return replace(self, deadline=deadline)
-
-    def retrying(self, op: str, shown_url: str) -> tenacity.Retrying:
-        """A tenacity policy for one call (driven step by step; it never sleeps itself)."""
-        args = retry_policy(self.max_attempts, self.max_retry_wait_s)
-        if self.deadline is not None:
-            args["stop"] = args["stop"] | _StopAtDeadline(self.deadline)
-        return tenacity.Retrying(**args, before_sleep=_before_sleep(op, shown_url, self.max_attempts))
-
-    def attempt_timeout(self) -> float | None:
-        """The timeout of the next attempt: the configured one, cut to what is left before the deadline."""
-        if self.deadline is None:
-            return self.timeout
-        left = max(0.001, self.deadline - time.monotonic())
-        return left if self.timeout is None else min(self.timeout, left)
-
-
-def _describe_failure(exc: BaseException) -> str:
-    if isinstance(exc, _RetryableStatus):
-        return f"{exc.status} {_phrase(exc.status)}"
-    return f"{type(exc).__name__}: {redact_text(str(exc)) or 'no detail'}"
-
-
-def _before_sleep(op: str, shown_url: str, max_attempts: int) -> Callable[[tenacity.RetryCallState], None]:
-    def log(retry_state: tenacity.RetryCallState) -> None:
-        exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
-        logger.info(
-            "%s (%s) failed with %s; attempt %d of %d, retrying in %.2f s",
-            op,
-            shown_url,
-            _describe_failure(exc) if exc is not None else "no result",
-            retry_state.attempt_number,
-            max_attempts,
-            retry_state.upcoming_sleep,
-        )
-
-    return log
-
-
 def sent(send: Send, op: str, policy: CallPolicy, *, upload: bool = False) -> Flow[httpx.Response]:
     """Send ``send`` under the retry policy; returns the first answer that is not retried.
 
@@ -585,7 +187,7 @@ def sent(send: Send, op: str, policy: CallPolicy, *, upload: bool = False) -> Fl
     while True:
         try:
             do = retrying.iter(state)
-        except _RetryableStatus as exc:
+        except RetryableStatus as exc:
             raise _exhausted(op, shown, exc, state.attempt_number, timeout, upload, policy.deadline) from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise _exhausted(op, shown, exc, state.attempt_number, timeout, upload, policy.deadline) from exc
@@ -609,13 +211,6 @@ def sent(send: Send, op: str, policy: CallPolicy, *, upload: bool = False) -> Fl
 
 
 # -- reading answers ---------------------------------------------------------------------------
-
-
-def _phrase(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
 
 
 def _s3_fields(text: str) -> tuple[str, str]:
@@ -651,7 +246,7 @@ def _detail(resp: httpx.Response) -> str:
 
 def _raise_if_retryable(resp: httpx.Response) -> None:
     if resp.status_code == 429 or resp.status_code >= 500:
-        raise _RetryableStatus(resp.status_code, parse_retry_after(resp.headers.get("Retry-After")), _detail(resp))
+        raise RetryableStatus(resp.status_code, parse_retry_after(resp.headers.get("Retry-After")), _detail(resp))
 
 
 def _api_error(op: str, shown_url: str, resp: httpx.Response) -> AssetAPIError:
@@ -660,12 +255,12 @@ def _api_error(op: str, shown_url: str, resp: httpx.Response) -> AssetAPIError:
     said = f" ({detail})" if detail else ""
     if status in (401, 403):
         return AuthError(
-            f"{op}: the asset API at {shown_url} refused the key with {status} {_phrase(status)}{said}",
+            f"{op}: the asset API at {shown_url} refused the key with {status} {phrase(status)}{said}",
             hint="check NVIDIA_API_KEY (or --api-key): it must be a valid NVIDIA API key allowed to use NVCF assets",
             status_code=status,
         )
     return AssetAPIError(
-        f"{op}: the asset API at {shown_url} answered {status} {_phrase(status)}{said}",
+        f"{op}: the asset API at {shown_url} answered {status} {phrase(status)}{said}",
         hint="this answer is not retried; check the request (content type, asset id) and the asset API URL",
         status_code=status,
     )
@@ -685,10 +280,10 @@ def _exhausted(
     tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
     if deadline is not None and time.monotonic() >= deadline - 0.001:
         tries += " (the call's deadline was reached)"
-    if isinstance(exc, _RetryableStatus):
+    if isinstance(exc, RetryableStatus):
         said = f" ({exc.detail})" if exc.detail else ""
         return cls(
-            f"{op}: {shown_url} answered {exc.status} {_phrase(exc.status)}{said} {tries}",
+            f"{op}: {shown_url} answered {exc.status} {phrase(exc.status)}{said} {tries}",
             hint="the service is overloaded or failing; try again later, or with fewer parallel jobs (-j)",
             status_code=exc.status,
         )
@@ -704,7 +299,7 @@ def _exhausted(
             hint="check the asset API URL (--assets-url / NVMEDIA_ASSETS_URL)",
         )
     return cls(
-        f"{op}: could not talk to {shown_url} ({_describe_failure(exc)}) {tries}",
+        f"{op}: could not talk to {shown_url} ({describe_failure(exc)}) {tries}",
         hint="check the network and the asset API URL (--assets-url / NVMEDIA_ASSETS_URL)",
     )
 
@@ -803,7 +398,7 @@ def _upload_error(resp: httpx.Response, shown_url: str) -> UploadError:
         )
     said = f"{code}: {message}" if code else _detail(resp)
     return UploadError(
-        f"upload to {shown_url} refused with {status} {_phrase(status)}" + (f" ({said})" if said else ""),
+        f"upload to {shown_url} refused with {status} {phrase(status)}" + (f" ({said})" if said else ""),
         hint="this answer is not retried; create a fresh asset and upload again",
         status_code=status,
     )
@@ -995,7 +590,7 @@ def _discard_flow(endpoint: AssetEndpoint, asset_id: str) -> Flow[None]:
     try:
         yield Send("DELETE", endpoint.asset_url(asset_id), endpoint.auth("delete asset"))
     except Exception as exc:
-        logger.debug("could not delete asset %s: %s", asset_id, _describe_failure(exc))
+        logger.debug("could not delete asset %s: %s", asset_id, describe_failure(exc))
 
 
 def get_flow(endpoint: AssetEndpoint, policy: CallPolicy, asset_id: str) -> Flow[AssetInfo | None]:

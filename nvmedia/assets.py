@@ -7,7 +7,8 @@ API gives an id and a presigned upload URL, the bytes go to that URL with a
 
 What to send, how to read the answers and when to retry lives once, in
 ``nvmedia._asset_protocol`` (a sans-I/O flow per operation, in the manner of
-httpx's ``Auth.auth_flow``). ``AssetClient`` and ``AsyncAssetClient`` only perform
+httpx's ``Auth.auth_flow``; the URL rule in ``_asset_endpoint``, the retry policy
+in ``_asset_retry``, the result types in ``_asset_results``). ``AssetClient`` and ``AsyncAssetClient`` only perform
 its steps: send a request with ``httpx.Client`` / ``httpx.AsyncClient``, stream a
 file, sleep. So both retry the same way: connection errors, timeouts, 429
 (honouring ``Retry-After``) and 5xx, with jittered exponential backoff, bounded in
@@ -58,19 +59,13 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from ._asset_endpoint import DEFAULT_ASSETS_URL, AssetEndpoint, check_assets_url, is_loopback_host
 from ._asset_protocol import (
-    DEFAULT_ASSETS_URL,
     DEFAULT_DESCRIPTION,
     DELETE_CONCURRENCY,
     DELETE_DEADLINE_S,
     DESCRIPTION_HEADER,
     NO_AUTH,
-    AssetEndpoint,
-    AssetInfo,
-    CallPolicy,
-    CreatedAsset,
-    DeleteOutcome,
-    DeleteReport,
     DeleteTally,
     Flow,
     FlowRunner,
@@ -79,20 +74,17 @@ from ._asset_protocol import (
     Send,
     Sleep,
     Step,
-    UploadURLExpired,
     build_request,
-    check_assets_url,
     create_flow,
     delete_flow,
     get_flow,
-    is_loopback_host,
     list_flow,
     opened_upload,
-    parse_retry_after,
-    retry_policy,
     upload_file_flow,
     upload_flow,
 )
+from ._asset_results import AssetInfo, CreatedAsset, DeleteOutcome, DeleteReport, UploadURLExpired
+from ._asset_retry import CallPolicy, parse_retry_after, retry_policy
 from ._redact import install_log_redaction, redact_url
 from .errors import ConfigError
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from support import CORPUS
 
+from nvmedia.testing import NVCFEmulator
+
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
@@ -33,3 +35,11 @@ def refused_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def emu_in_process() -> Iterator[NVCFEmulator]:
+    """An emulator that is never started: it is reached through ``emu_in_process.transport`` only."""
+    emulator = NVCFEmulator()
+    yield emulator
+    emulator.stop()

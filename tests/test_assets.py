@@ -32,11 +32,8 @@ WAV = CORPUS / "pydub__test4.wav"
 
 
 @pytest.fixture
-def emu() -> Iterator[NVCFEmulator]:
-    """The emulator, served in-process through its transport (no socket)."""
-    emulator = NVCFEmulator()
-    yield emulator
-    emulator.stop()
+def emu(emu_in_process: NVCFEmulator) -> NVCFEmulator:
+    return emu_in_process
 
 
 @pytest.fixture

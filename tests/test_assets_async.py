@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,16 +24,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def emu() -> Iterator[NVCFEmulator]:
-    """The emulator, served in-process through its transport (no socket)."""
-    emulator = NVCFEmulator()
-    yield emulator
-    emulator.stop()
+def emu(emu_in_process: NVCFEmulator) -> NVCFEmulator:
+    return emu_in_process
 
 
 @pytest.fixture

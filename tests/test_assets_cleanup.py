@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import threading
-from collections.abc import Iterator
 
 import anyio
 import httpx
@@ -24,15 +23,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def emu() -> Iterator[NVCFEmulator]:
-    emulator = NVCFEmulator()
-    yield emulator
-    emulator.stop()
+def emu(emu_in_process: NVCFEmulator) -> NVCFEmulator:
+    return emu_in_process
 
 
 def upload(emu: NVCFEmulator, count: int) -> list[str]:

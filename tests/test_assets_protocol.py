@@ -9,16 +9,9 @@ import httpx
 import pytest
 from support import CORPUS
 
-from nvmedia._asset_protocol import (
-    AssetEndpoint,
-    CallPolicy,
-    Send,
-    Sleep,
-    check_assets_url,
-    delete_flow,
-    list_flow,
-    upload_flow,
-)
+from nvmedia._asset_endpoint import AssetEndpoint, check_assets_url
+from nvmedia._asset_protocol import Send, Sleep, delete_flow, list_flow, upload_flow
+from nvmedia._asset_retry import CallPolicy
 from nvmedia.assets import AssetClient, AsyncAssetClient, CreatedAsset
 from nvmedia.errors import AssetAPIError, ConfigError, UploadError
 from nvmedia.testing import NVCFEmulator
@@ -28,11 +21,6 @@ PNG = CORPUS / "pillow__hopper.png"
 ENDPOINT = AssetEndpoint("https://api.example.test/v2/nvcf/assets", KEY)
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture
