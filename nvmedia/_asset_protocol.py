@@ -656,7 +656,9 @@ class DeleteTally:
         except NVMediaError as exc:
             self._outcomes[asset_id] = DeleteOutcome(asset_id, "failed", exc.message)
         except Exception as exc:  # one broken delete must not stop the others
-            self._outcomes[asset_id] = DeleteOutcome(asset_id, "failed", f"{type(exc).__name__}: {exc}")
+            self._outcomes[asset_id] = DeleteOutcome(
+                asset_id, "failed", f"{type(exc).__name__}: {redact_text(str(exc))}"
+            )
 
     def report(self) -> DeleteReport:
         """Every id's outcome; an id never settled failed at the deadline."""
