@@ -80,6 +80,7 @@ class Settings:
     trim_s: float | None = None
     split_long_audio: bool = False
     description: str = "nvmedia upload"
+    allow_insecure_http: bool = False
 
     @property
     def effective_inline_limit(self) -> int:
@@ -136,7 +137,11 @@ class Delivery:
                     )
                 from .assets import AssetClient
 
-                self._client = AssetClient(api_key=self.api_key, base_url=self.assets_url)
+                self._client = AssetClient(
+                    api_key=self.api_key,
+                    base_url=self.assets_url,
+                    allow_insecure_http=self.settings.allow_insecure_http,
+                )
                 if self.settings.use_cache and not self.settings.emulate:
                     from .cache import AssetCache
 
@@ -155,8 +160,10 @@ class Delivery:
                     raise ConfigError(f"the asset API refused the key: {exc.message}", hint=exc.hint) from None
                 except AssetAPIError as exc:
                     if exc.status_code is None:
+                        from ._redact import redact_url
+
                         raise ConfigError(
-                            f"the asset API at {self.assets_url} is unreachable: {exc.message}",
+                            f"the asset API at {redact_url(self.assets_url)} is unreachable: {exc.message}",
                             hint="check --assets-url / NVMEDIA_ASSETS_URL and the network, or use --dry-run",
                         ) from None
                     raise
