@@ -282,3 +282,94 @@ def open_image(path: Path, sniffed: Sniffed, *, max_pixels: int) -> Iterator[Ima
             raise mapped from None
         finally:
             im.close()
+
+
+# Bytes per pixel of Pillow's image storage, by mode (everything else is 4: RGB is stored as RGBX).
+_STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_STANDARD_MODES = frozenset({"RGB", "L", "RGBA", "LA"})
+
+
+def decode_estimate(
+    im: Image.Image,
+    file_bytes: int,
+    *,
+    decoded_size: tuple[int, int] | None = None,
+    output_size: tuple[int, int] | None = None,
+    by_libav: bool = False,
+    passthrough: bool = False,
+) -> int:
+    """Bytes that decoding ``im`` (only opened) and bringing it to ``output_size`` will hold at its peak.
+
+    Read from the header alone, per format and mode; checked against measured peaks by
+    ``benchmarks/bench_memory.py --only estimates`` (every estimate at or above the measured
+    peak, at most about twice it). The parts, added up because each is alive at the peak:
+
+    - the decoder's own buffers besides Pillow's image: libwebp's canvas, frame copy and lossless
+      buffer (12 bytes per source pixel) or libavcodec's frame (4, ``by_libav``); OpenJPEG's 32-bit
+      planes (4 per band); libheif's planes and interleaved copy (6); a progressive JPEG's
+      coefficients (2 per sample, whatever the DCT scale); the file itself where it is read whole
+      (twice more when it may pass through);
+    - Pillow's image at ``decoded_size`` (1, 2 or 4 bytes per pixel by mode);
+    - the conversion to L/RGB/RGBA (16-bit grey goes through two 32-bit images), the premultiplied
+      copy and the reduced intermediate of a downscale (or the copy detached from the file), and
+      the encoded output.
+
+    Args:
+        im: the opened image (header parsed, nothing decoded).
+        file_bytes: the file's size.
+        decoded_size: the size the decoder produces (smaller than ``im.size`` with JPEG draft,
+            JPEG 2000 reduce, or libav's resampling); default ``im.size``.
+        output_size: the size after the profile's cap; default ``decoded_size``.
+        by_libav: the image is decoded by libavcodec straight to ``decoded_size`` (WEBP).
+        passthrough: the file may be sent as it is, so it is also read whole (and rewritten
+            without its metadata).
+
+    Example:
+        >>> decode_estimate(im, 3438)  # doctest: +SKIP
+        1413741982
+    """
+    width, height = im.size
+    source_px = width * height
+    decoded_w, decoded_h = decoded_size or im.size
+    decoded_px = decoded_w * decoded_h
+    out_w, out_h = output_size or (decoded_w, decoded_h)
+    out_px = out_w * out_h
+    fmt = im.format or ""
+    mode = im.mode
+    bands = len(im.getbands())
+
+    decoder = 0
+    whole_file = fmt in ("WEBP", "JPEG2000", "HEIF", "AVIF", "PSD", "ICO")
+    if by_libav:
+        decoder = source_px * 4 + file_bytes * 3  # the frame; the file again in libav's packet and parser
+    elif fmt == "WEBP":
+        decoder = source_px * 12
+    elif fmt == "JPEG2000":
+        decoder = decoded_px * 4 * bands
+    elif fmt in ("HEIF", "AVIF"):
+        decoder = decoded_px * 6
+    elif fmt in ("JPEG", "MPO") and ("progressive" in im.info or "progression" in im.info):
+        decoder = source_px * 2 * bands
+    elif fmt == "TIFF" and "tiled" in str(im.info.get("compression", "")):
+        decoder = source_px // 8
+    decoder += file_bytes if whole_file else 0
+    decoder += file_bytes * 2 if passthrough else 0  # read whole, and rewritten without its metadata
+
+    stored = 4 if by_libav else _STORED_BYTES.get(mode, 4)
+    image = decoded_px * stored
+    if mode in _STANDARD_MODES or by_libav:
+        conversion = 0
+    elif mode.startswith("I") or mode == "F":
+        conversion = decoded_px * 9  # through 32-bit integers, scaled, then to 8 bits
+    else:
+        conversion = decoded_px * 4
+    resize = 0
+    if out_px < decoded_px:
+        premultiplied = decoded_px * 4 if mode in _ALPHA_MODES or "transparency" in im.info else 0
+        resize = premultiplied + decoded_px + out_px * 4  # premultiplied copy, reduced step, result
+    copy = image if conversion == resize == 0 else 0  # the staged image detached from the file
+    grey = mode in ("1", "L", "F") or mode.startswith("I")
+    encoded = out_px * (1 if grey else 4)  # the encoder's output read back, at most the raw size
+    total = decoder + image + conversion + resize + copy + encoded
+    return total + total // 16 + (4 << 20)  # allocator slack and the small buffers left out above
