@@ -45,9 +45,7 @@ def decode_webp_reduced(path: Path, size: tuple[int, int], target: tuple[int, in
 
     what = f"{path.name}: WEBP image"
     try:
-        with av.open(
-            file_url(path), format="webp_pipe", container_options={"protocol_whitelist": "file"}
-        ) as container:
+        with av.open(file_url(path), format="webp_pipe", container_options={"protocol_whitelist": "file"}) as container:
             stream = container.streams.video[0]
             for frame in container.decode(stream):
                 if (frame.width, frame.height) != size:

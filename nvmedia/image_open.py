@@ -23,6 +23,7 @@ cap is higher than Pillow's, so that a user-chosen larger limit is honoured.
 
 from __future__ import annotations
 
+import re
 import struct
 import threading
 import warnings
@@ -176,15 +177,99 @@ def _map_error(
         )
     malformed: tuple[type[BaseException], ...] = (SyntaxError, EOFError, struct.error, zlib.error)
     if opening:
-        malformed += (IndexError, KeyError, ZeroDivisionError, TypeError, ValueError)
+        malformed += _DECODER_FAULTS
     if isinstance(exc, malformed):
         # Pillow's plugins raise these on malformed headers and fuzzed input.
         return MediaError(
-            f"{path.name}: {what} has a malformed structure ({type(exc).__name__}: {exc})",
+            f"{path.name}: {what} has a malformed structure ({_known_fault(exc)})",
             code="corrupt_media",
             hint="the file is damaged; re-export or re-download it",
         )
+    if isinstance(exc, _DECODER_FAULTS) and _raised_by_decoder(exc):
+        if isinstance(exc, NotImplementedError) or _UNSUPPORTED_FAULT.search(str(exc)):
+            return MediaError(
+                f"{path.name}: this {what} uses a feature its decoder does not implement ({_known_fault(exc)})",
+                code="unsupported_format",
+                hint="convert it to PNG or JPEG first",
+            )
+        return MediaError(
+            f"{path.name}: {what} is damaged and cannot be decoded ({_known_fault(exc)})",
+            code="corrupt_media",
+            hint="the file is damaged or truncated; re-export or re-download it",
+        )
     return None
+
+
+# What Pillow's plugins and pillow-heif raise, besides OSError, on damaged files (found by fuzz/run.py;
+# each has a regression file in fixtures/fuzz/). Raised from nvmedia's own code they stay bugs.
+_DECODER_FAULTS: tuple[type[BaseException], ...] = (
+    ValueError,
+    RuntimeError,
+    KeyError,
+    TypeError,
+    IndexError,
+    ZeroDivisionError,
+    NotImplementedError,
+    AttributeError,
+)
+_UNSUPPORTED_FAULT = re.compile(r"unsupported|not supported|not implemented", re.IGNORECASE)
+# Known failure modes, as a reader would say them (matched on the exception's text).
+_KNOWN_FAULTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"missing dimensions", re.I), "the header lacks the image's width or height"),
+    (re.compile(r"not enough image data|buffer is not large enough", re.I), "the pixel data is shorter than declared"),
+    (re.compile(r"tile cannot extend outside image", re.I), "a frame or tile lies outside the image"),
+    (re.compile(r"failed to decode frame|decoding of color planes failed", re.I), "the codec cannot decode it"),
+    (re.compile(r"iloc box references data outside|unexpected end of file", re.I), "the file ends before its data"),
+    (re.compile(r"index out of range", re.I), "a block ends before its declared size"),
+)
+_PLUGIN_DIRS: tuple[str, ...] | None = None
+
+
+def _known_fault(exc: BaseException) -> str:
+    text = str(exc)
+    for pattern, meaning in _KNOWN_FAULTS:
+        if pattern.search(text):
+            return f"{meaning}: {type(exc).__name__}: {text}"
+    if isinstance(exc, KeyError):
+        key = exc.args[0] if exc.args else None
+        if isinstance(key, int):
+            from PIL import TiffTags
+
+            return f"its tag {key} ({TiffTags.lookup(key).name}) is missing: KeyError: {text}"
+        return f"a required field is missing: KeyError: {text}"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _raised_by_decoder(exc: BaseException) -> bool:
+    """True when ``exc`` comes from decoding: raised in a Pillow plugin, ``ImageFile`` (tiles) or
+    pillow-heif, or under ``load``/``seek``. An error in Pillow's pixel operations (``convert``,
+    ``resize``) called by nvmedia stays a bug."""
+    global _PLUGIN_DIRS
+    if _PLUGIN_DIRS is None:
+        import PIL
+
+        dirs = [str(Path(PIL.__file__).parent)]
+        try:
+            import pillow_heif
+
+            dirs.append(str(Path(pillow_heif.__file__).parent))
+        except ImportError:
+            pass
+        _PLUGIN_DIRS = tuple(dirs)
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename.startswith(_PLUGIN_DIRS):
+            name = Path(code.co_filename).name
+            if (
+                name.endswith("ImagePlugin.py")
+                or name in ("ImageFile.py", "TiffTags.py")
+                or "pillow_heif" in code.co_filename
+                or code.co_name in ("load", "seek", "_seek", "getexif", "n_frames")
+            ):
+                return True
+        tb = tb.tb_next
+    return False
 
 
 def _check_size(im: Image.Image, path: Path, sniffed: Sniffed, max_pixels: int) -> None:
@@ -351,8 +436,6 @@ def decode_estimate(
         decoder = decoded_px * 6
     elif fmt in ("JPEG", "MPO") and ("progressive" in im.info or "progression" in im.info):
         decoder = source_px * 2 * bands
-    elif fmt == "TIFF" and "tiled" in str(im.info.get("compression", "")):
-        decoder = source_px // 8
     decoder += file_bytes if whole_file else 0
     decoder += file_bytes * 2 if passthrough else 0  # read whole, and rewritten without its metadata
 
