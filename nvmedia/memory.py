@@ -24,8 +24,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableSequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -122,10 +123,18 @@ class MemoryBudget:
         self._new_primitives()
 
     def _new_primitives(self) -> None:
-        context = multiprocessing.get_context("fork") if hasattr(os, "fork") else multiprocessing.get_context()
         # used bytes, next ticket, ticket being served; guarded by the condition's lock.
-        self._state = context.RawArray("q", 3)
-        self._changed = context.Condition(context.Lock())
+        self._state: MutableSequence[int]
+        self._changed: Any
+        try:
+            context = multiprocessing.get_context("fork") if hasattr(os, "fork") else multiprocessing.get_context()
+            self._state = context.RawArray("q", 3)
+            self._changed = context.Condition(context.Lock())
+        except OSError:
+            # No shared-memory semaphores here (some containers lack /dev/shm): threads still share
+            # the budget; forked workers would each get a copy.
+            self._state = [0, 0, 0]
+            self._changed = threading.Condition(threading.Lock())
 
     @property
     def used(self) -> int:

@@ -51,7 +51,15 @@ as is (no resampling pass at all), otherwise the largest scale still above the
 target is decoded and resampled with ``reducing_gap``. The orientation is
 applied after the downscale, on the smaller image. (Pillow already turns a
 TIFF upright while decoding it and drops the tag, so the orientation applied
-is the one read after decoding; the action is still recorded.)
+is the one read after decoding; the action is still recorded.) A JPEG 2000
+over four times the cap is decoded at a lower resolution level (``reduce``),
+and a single-frame WEBP over the cap by libavcodec straight to the capped size
+(``nvmedia.image_av``): Pillow's WEBP decode holds about 16 bytes per pixel.
+
+Memory: before each decode, its peak is estimated from the header
+(``nvmedia.image_open.decode_estimate``) and reserved from the run's budget
+(``options.budget``, ``nvmedia.memory``) until the output is written; an
+estimate over the whole budget is ``too_large``.
 """
 
 from __future__ import annotations
