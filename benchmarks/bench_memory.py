@@ -136,7 +136,7 @@ def bench_tree(quick: bool) -> None:
                 run=name,
                 **figures,
                 vs_main=round(figures["tree_rss_mb"] / baseline, 2),
-                inputs=f"4 x 9400x9400 lossless WEBP ({sizes[0]}..{sizes[3]} B), 8 JPEG ({fillers[0]}..{fillers[-1]} B)",
+                inputs=f"4 x 9400x9400 lossless WEBP ({sizes[0]}..{sizes[3]} B), 8 JPEG ({fillers[0]}..{fillers[-1]})",
             )
 
 

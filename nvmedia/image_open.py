@@ -425,7 +425,8 @@ def decode_estimate(
     bands = len(im.getbands())
 
     decoder = 0
-    whole_file = fmt in ("WEBP", "JPEG2000", "HEIF", "AVIF", "PSD", "ICO")
+    # Formats read whole into memory by their decoder (libtiff maps the file it reads).
+    whole_file = fmt in ("WEBP", "JPEG2000", "HEIF", "AVIF", "PSD", "ICO", "TIFF")
     if by_libav:
         decoder = source_px * 4 + file_bytes * 3  # the frame; the file again in libav's packet and parser
     elif fmt == "WEBP":
