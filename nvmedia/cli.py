@@ -37,6 +37,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _memory_size(text: str) -> int:
+    from .memory import parse_size
+
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.message} ({exc.hint})") from None
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nvmedia",
@@ -92,6 +101,13 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=("process", "thread"),
         default="process",
         help="run -j workers as forked processes (default, Linux) or threads",
+    )
+    prep.add_argument(
+        "--max-memory",
+        type=_memory_size,
+        metavar="BYTES",
+        help="memory that image decodes may hold at once across workers, e.g. 1G or 512M "
+        "(default: a quarter of RAM); an image whose decode alone needs more is too_large",
     )
     prep.add_argument("--no-cache", action="store_true", help="do not reuse earlier uploads")
     prep.add_argument(
@@ -231,6 +247,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         trim_s=args.trim,
         split_long_audio=args.split_long_audio,
         allow_insecure_http=args.allow_insecure_http,
+        max_memory=args.max_memory,
     )
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
     to_stdout = args.output == "-"

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from .errors import AssetAPIError, AuthError, ConfigError, InputError, MediaError, NVMediaError
 from .items import Item, Request
+from .memory import MemoryBudget
 from .plan import Mode, inline_budget, plan_request
 from .profiles import DEFAULT_PROFILE, Profile
 from .sniff import sniff_path
@@ -81,6 +82,8 @@ class Settings:
     split_long_audio: bool = False
     description: str = "nvmedia upload"
     allow_insecure_http: bool = False
+    max_memory: int | None = None
+    """Bytes that image decodes may hold at once across the run's workers (None: a quarter of RAM)."""
 
     @property
     def effective_inline_limit(self) -> int:
@@ -269,8 +272,13 @@ def _check_readable(path: Path) -> int:
     return st.st_size
 
 
-def normalize_source(source: Source, settings: Settings, workdir: Path, fit_chars: int | None) -> Item:
-    """Stage one for one source: read, sniff, probe, normalize (and keep a copy under ``--keep``)."""
+def normalize_source(
+    source: Source, settings: Settings, workdir: Path, fit_chars: int | None, budget: MemoryBudget | None = None
+) -> Item:
+    """Stage one for one source: read, sniff, probe, normalize (and keep a copy under ``--keep``).
+
+    Image decodes reserve their estimated memory from ``budget`` (the run's) first.
+    """
     from .normalize import NormalizeOptions, normalize
     from .probe import probe
 
@@ -301,6 +309,7 @@ def normalize_source(source: Source, settings: Settings, workdir: Path, fit_char
             background=settings.background,
             trim_s=settings.trim_s,
             split_long_audio=settings.split_long_audio,
+            budget=budget,
         )
         result = normalize(path, sniffed, info, settings.profile, options)
         item.output, item.output_path = result.info, result.path
@@ -341,7 +350,11 @@ def _keep_copy(path: Path, source: Source, mime: str, keep_dir: Path, piece: int
 
 
 def normalize_batch(
-    sources: list[Source], settings: Settings, workdir: Path, fit_chars: list[int | None]
+    sources: list[Source],
+    settings: Settings,
+    workdir: Path,
+    fit_chars: list[int | None],
+    budget: MemoryBudget | None = None,
 ) -> list[Item]:
     """Stage one for a few consecutive sources, on a worker thread or process.
 
@@ -349,7 +362,7 @@ def normalize_batch(
     """
     items = []
     for source, fits in zip(sources, fit_chars, strict=True):
-        item = normalize_source(source, settings, workdir, fits)
+        item = normalize_source(source, settings, workdir, fits, budget)
         for sent in item.expanded():
             _encode_if_inline_candidate(sent, settings)
         items.append(item)
@@ -421,6 +434,7 @@ def run(
     *,
     delivery: Delivery | None = None,
     progress: ProgressFn | None = None,
+    budget: MemoryBudget | None = None,
 ) -> Iterator[tuple[list[Item], Request | None]]:
     """Process ``inputs`` and yield each request's items (and its request record), in input order.
 
@@ -430,10 +444,14 @@ def run(
     parallel too; and this generator, which yields each request once its uploads finish,
     keeping at most ``lookahead`` planned requests in flight.
 
+    Image decodes on every worker reserve their estimated memory from one budget first:
+    ``budget``, or one of ``settings.max_memory`` bytes (default: a quarter of RAM).
+
     Raises:
         ConfigError: an upload is needed but the key is missing or the asset API cannot be reached.
     """
     sources = expand(inputs, settings.group)
+    budget = budget or MemoryBudget(settings.max_memory)
     groups = _groups(sources)
     group_sizes = {s.group: 0 for s in sources}
     for s in sources:
@@ -448,7 +466,7 @@ def run(
     def args_for(indexes: Sequence[int]) -> tuple[object, ...]:
         chosen = [sources[i] for i in indexes]
         fits = [_fit_chars(settings, group_sizes[source.group]) for source in chosen]
-        return chosen, settings, workdir, fits
+        return chosen, settings, workdir, fits, budget
 
     def report(indexes: Sequence[int]) -> None:
         nonlocal done
@@ -470,7 +488,16 @@ def run(
         crashed = functools.partial(_crashed_item, sources)
         on_done = report if progress is not None else None
         try:
-            with Workers(settings.pool, jobs, normalize_batch, args_for, crashed, on_done) as workers:
+            with Workers(
+                settings.pool,
+                jobs,
+                normalize_batch,
+                args_for,
+                crashed,
+                on_done,
+                worker_init=budget.inherit,
+                on_pool_lost=budget.renew,
+            ) as workers:
 
                 def take(index: int) -> Item:
                     b = batch_of[index]
