@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from .items import Item, Request
+from .outputs_cache import configured_max_bytes
 from .pipeline import Delivery, ProgressFn, Settings, run
 from .plan import Mode
 from .profiles import Profile, get_profile
@@ -105,6 +106,7 @@ def _settings(
     keep_metadata: bool,
     trim_s: float | None,
     split_long_audio: bool,
+    output_cache: bool | int,
 ) -> Settings:
     settings = Settings(
         mode=mode,
@@ -123,10 +125,19 @@ def _settings(
         keep_metadata=keep_metadata,
         trim_s=trim_s,
         split_long_audio=split_long_audio,
+        output_cache_bytes=_output_cache_bytes(output_cache),
     )
     if jobs is not None:
         settings.jobs = jobs
     return settings
+
+
+def _output_cache_bytes(output_cache: bool | int) -> int:
+    if isinstance(output_cache, bool):
+        return configured_max_bytes() if output_cache else 0
+    if output_cache < 0:
+        raise ValueError(f"output_cache must be True, False or a number of bytes >= 0, got {output_cache}")
+    return output_cache
 
 
 def prepare(
@@ -149,6 +160,7 @@ def prepare(
     keep_metadata: bool = False,
     trim_s: float | None = None,
     split_long_audio: bool = False,
+    output_cache: bool | int = True,
     on_error: OnError = "raise",
     progress: ProgressFn | None = None,
 ) -> Prepared:
@@ -161,6 +173,8 @@ def prepare(
         group: ``all`` (default: everything in one request), ``dir`` or ``file``.
         cache: reuse earlier uploads of the same bytes (``cache_dir`` default: ``$NVMEDIA_CACHE_DIR``
             or the platform's user cache folder).
+        output_cache: reuse and keep converted files in ``cache_dir``'s output cache: ``True`` (its cap
+            from ``$NVMEDIA_OUTPUT_CACHE_SIZE``, else 2 GiB), ``False``, or the cap in bytes.
         on_error: ``raise`` the first item's error (after deleting what was uploaded), or ``keep``
             failed items in ``items`` with ``status == "error"``.
 
@@ -196,6 +210,7 @@ def prepare(
         keep_metadata=keep_metadata,
         trim_s=trim_s,
         split_long_audio=split_long_audio,
+        output_cache=output_cache,
     )
     delivery = Delivery(settings)
     items: list[Item] = []
@@ -225,6 +240,8 @@ async def aprepare(sources: SourceLike | Sequence[SourceLike], **options: Any) -
 
 def inspect(path: str | os.PathLike[str], *, profile: str | Path | Profile | None = None, mode: Mode = "auto") -> Item:
     """What ``path`` is and what ``prepare`` would do with it; nothing is written or sent."""
-    prep = prepare([path], profile=profile, mode=mode, dry_run=True, on_error="keep", jobs=1, group="file")
+    prep = prepare(
+        [path], profile=profile, mode=mode, dry_run=True, on_error="keep", jobs=1, group="file", output_cache=False
+    )
     prep.close()
     return prep.items[0]

@@ -37,6 +37,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _size(text: str) -> int:
+    from .outputs_cache import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nvmedia",
@@ -93,6 +102,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run -j workers as forked processes (default, Linux) or threads",
     )
     prep.add_argument("--no-cache", action="store_true", help="do not reuse earlier uploads")
+    prep.add_argument("--no-output-cache", action="store_true", help="do not reuse or store converted files")
+    prep.add_argument(
+        "--output-cache-size",
+        type=_size,
+        metavar="BYTES",
+        help="cap of the converted-file cache, e.g. 500M (default 2G or $NVMEDIA_OUTPUT_CACHE_SIZE; 0: off)",
+    )
     prep.add_argument(
         "--audio-part",
         choices=("audio_url", "input_audio"),
@@ -185,6 +201,15 @@ def _versions() -> str:
     return "\n".join(lines)
 
 
+def _output_cache_bytes(args: argparse.Namespace) -> int:
+    """The output cache's cap: 0 with --no-output-cache, else --output-cache-size, else the environment's."""
+    from .outputs_cache import configured_max_bytes
+
+    if args.no_output_cache:
+        return 0
+    return configured_max_bytes() if args.output_cache_size is None else int(args.output_cache_size)
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from .manifest import record_line
     from .pipeline import Settings, run
@@ -210,6 +235,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         keep_metadata=args.keep_metadata,
         trim_s=args.trim,
         split_long_audio=args.split_long_audio,
+        output_cache_bytes=_output_cache_bytes(args),
     )
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
     to_stdout = args.output == "-"
@@ -223,13 +249,15 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             return _fail(f"cannot write {args.output}: {exc.strerror}", "check the folder exists and is writable")
     else:
         out = sys.stdout
-    counts = {"ok": 0, "skipped": 0, "error": 0, "uploaded": 0}
+    counts = {"ok": 0, "skipped": 0, "error": 0, "uploaded": 0, "output_cache": 0}
     summary = None
     try:
         for items, request in run(args.paths, settings, progress=progress):
             for item in items:
                 counts[item.status] += 1
                 counts["uploaded"] += item.uploaded
+                if item.reused_from is not None:
+                    counts[item.reused_from] += 1
                 out.write(record_line(item.to_record()))
             if request is not None:
                 out.write(record_line(request.to_record()))
@@ -237,6 +265,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         summary = (
             f"{sum(counts[s] for s in ('ok', 'skipped', 'error'))} inputs: {counts['ok']} ok, "
             f"{counts['skipped']} skipped, {counts['error']} errors; {counts['uploaded']} uploaded"
+            + (f"; {counts['output_cache']} converted files reused" if counts["output_cache"] else "")
             + (f" -> {args.output}" if not to_stdout else "")
         )
     except BaseException:
@@ -282,7 +311,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from .pipeline import Settings, run
     from .profiles import get_profile
 
-    settings = Settings(mode=args.mode, profile=get_profile(args.profile), dry_run=True, group="file")
+    # inspect writes nothing, not even to the output cache
+    settings = Settings(
+        mode=args.mode, profile=get_profile(args.profile), dry_run=True, group="file", output_cache_bytes=0
+    )
     any_error = False
     for items, _ in run(args.paths, settings):
         for item in items:

@@ -22,6 +22,7 @@ class Item:
     part of the record and is gone once ``prepare`` returns (see ``kept``). An input
     cut into pieces (``--split-long-audio``) holds one item per piece in ``pieces``,
     each with ``piece`` = (number, count, start_s, end_s); the pieces are what is sent.
+    ``reused_from`` says when nothing was converted for it: ``output_cache``.
     """
 
     source: str
@@ -45,6 +46,7 @@ class Item:
     output_path: Path | None = field(default=None, repr=False)
     b64: str | None = field(default=None, repr=False)
     uploaded: bool = field(default=False, repr=False)
+    reused_from: Literal["output_cache"] | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING
 
 from .errors import AssetAPIError, AuthError, ConfigError, InputError, MediaError, NVMediaError
 from .items import Item, Request
+from .outputs_cache import cache_for, configured_max_bytes, normalize_cached
 from .plan import Mode, inline_budget, plan_request
 from .profiles import DEFAULT_PROFILE, Profile
 from .sniff import sniff_path
+from .source_state import SourceState
 from .sources import Group, Source, SourceLike, expand
 from .wire import AudioPartStyle, asset_headers, asset_uri, b64_len, b64encode, inline_uri, media_part, tag, tags
 from .workers import PoolKind, Workers, batches
@@ -80,6 +82,8 @@ class Settings:
     trim_s: float | None = None
     split_long_audio: bool = False
     description: str = "nvmedia upload"
+    output_cache_bytes: int = field(default_factory=configured_max_bytes)
+    """Cap of the normalized-output cache (``outputs_cache.py``) in ``cache_dir``; 0 turns it off."""
 
     @property
     def effective_inline_limit(self) -> int:
@@ -274,6 +278,7 @@ def normalize_source(source: Source, settings: Settings, workdir: Path, fit_char
     try:
         path = _materialize(source, workdir)
         _check_readable(path)
+        state = SourceState.of(path) if source.data is None else None  # before reading: is it worth storing?
         sniffed = sniff_path(path)
         if not sniffed.is_media:
             if not source.explicit:
@@ -295,7 +300,16 @@ def normalize_source(source: Source, settings: Settings, workdir: Path, fit_char
             trim_s=settings.trim_s,
             split_long_audio=settings.split_long_audio,
         )
-        result = normalize(path, sniffed, info, settings.profile, options)
+        converted = normalize_cached(
+            cache_for(settings.cache_dir, settings.output_cache_bytes),
+            path,
+            state,
+            settings.profile,
+            options,
+            lambda: normalize(path, sniffed, info, settings.profile, options),
+        )
+        result = converted.result
+        item.reused_from = "output_cache" if converted.reused else None
         item.output, item.output_path = result.info, result.path
         item.actions, item.warnings = list(result.actions), list(result.warnings)
         if settings.keep is not None and not result.pieces:
@@ -305,6 +319,7 @@ def normalize_source(source: Source, settings: Settings, workdir: Path, fit_char
             part = Item(source=source.name, group=source.group, kind=item.kind, input=info, output=piece.info)
             part.output_path, part.actions, part.warnings = piece.path, list(piece.actions), list(piece.warnings)
             part.piece = (number, len(result.pieces), *piece.span)
+            part.reused_from = item.reused_from
             if settings.keep is not None:
                 part.kept = str(_keep_copy(piece.path, source, piece.info.mime, settings.keep, number))
             item.pieces.append(part)
