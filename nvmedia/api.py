@@ -17,6 +17,7 @@ from .outputs_cache import configured_max_bytes
 from .pipeline import Delivery, ProgressFn, Settings, run
 from .plan import Mode
 from .profiles import Profile, get_profile
+from .resume import EarlierManifest
 from .sources import Group, SourceLike
 from .wire import AudioPartStyle, MediaPart, asset_headers, tags, text_part
 
@@ -161,6 +162,7 @@ def prepare(
     trim_s: float | None = None,
     split_long_audio: bool = False,
     output_cache: bool | int = True,
+    resume: str | os.PathLike[str] | None = None,
     on_error: OnError = "raise",
     progress: ProgressFn | None = None,
 ) -> Prepared:
@@ -175,6 +177,10 @@ def prepare(
             or the platform's user cache folder).
         output_cache: reuse and keep converted files in ``cache_dir``'s output cache: ``True`` (its cap
             from ``$NVMEDIA_OUTPUT_CACHE_SIZE``, else 2 GiB), ``False``, or the cap in bytes.
+        resume: an earlier manifest (``nvmedia prepare -o FILE``, or item records you wrote from
+            ``items``): inputs whose records there still hold are taken from it instead of being
+            processed again. Its records must come from the same options (raises ``ConfigError``
+            otherwise), ``group`` included: the command line's default is ``file``, this function's ``all``.
         on_error: ``raise`` the first item's error (after deleting what was uploaded), or ``keep``
             failed items in ``items`` with ``status == "error"``.
 
@@ -212,11 +218,12 @@ def prepare(
         split_long_audio=split_long_audio,
         output_cache=output_cache,
     )
+    earlier = EarlierManifest.load(Path(resume), settings) if resume is not None else None
     delivery = Delivery(settings)
     items: list[Item] = []
     requests: list[Request] = []
     try:
-        for group_items, request in run(source_list, settings, delivery=delivery, progress=progress):
+        for group_items, request in run(source_list, settings, delivery=delivery, progress=progress, resume=earlier):
             items.extend(group_items)
             if request is not None:
                 requests.append(request)
@@ -224,6 +231,9 @@ def prepare(
         prepared = Prepared(items, requests, delivery)
         prepared.__exit__(None, None, None)
         raise
+    finally:
+        if earlier is not None:
+            earlier.close()
     prepared = Prepared(items, requests, delivery)
     if on_error == "raise":
         failed = next((it for it in items if it.status == "error"), None)

@@ -102,6 +102,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run -j workers as forked processes (default, Linux) or threads",
     )
     prep.add_argument("--no-cache", action="store_true", help="do not reuse earlier uploads")
+    prep.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the records of -o FILE whose source is unchanged and do only the rest (same options needed)",
+    )
     prep.add_argument("--no-output-cache", action="store_true", help="do not reuse or store converted files")
     prep.add_argument(
         "--output-cache-size",
@@ -214,6 +219,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from .manifest import record_line
     from .pipeline import Settings, run
     from .profiles import get_profile
+    from .resume import EarlierManifest
 
     if args.emulate and args.dry_run:
         return _fail("--emulate and --dry-run do not go together", "pick one")
@@ -241,18 +247,24 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     to_stdout = args.output == "-"
     target = Path(args.output)
     partial = target.with_name(f".{target.name}.part") if not to_stdout else None
+    if args.resume and partial is None:
+        return _fail("--resume needs -o FILE", "the earlier run's manifest is read from FILE, then replaced")
+    # Read before the partial manifest is opened: a killed run's leftover partial is resumed too.
+    earlier = EarlierManifest.load(target, settings, leftover=partial) if args.resume else None
     out: IO[str]
     if partial is not None:
         try:
             out = partial.open("w", encoding="utf-8")
         except OSError as exc:
+            if earlier is not None:
+                earlier.close()
             return _fail(f"cannot write {args.output}: {exc.strerror}", "check the folder exists and is writable")
     else:
         out = sys.stdout
-    counts = {"ok": 0, "skipped": 0, "error": 0, "uploaded": 0, "output_cache": 0}
+    counts = {"ok": 0, "skipped": 0, "error": 0, "uploaded": 0, "manifest": 0, "output_cache": 0}
     summary = None
     try:
-        for items, request in run(args.paths, settings, progress=progress):
+        for items, request in run(args.paths, settings, progress=progress, resume=earlier):
             for item in items:
                 counts[item.status] += 1
                 counts["uploaded"] += item.uploaded
@@ -265,6 +277,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         summary = (
             f"{sum(counts[s] for s in ('ok', 'skipped', 'error'))} inputs: {counts['ok']} ok, "
             f"{counts['skipped']} skipped, {counts['error']} errors; {counts['uploaded']} uploaded"
+            + (f"; {counts['manifest']} kept from {args.output}" if args.resume else "")
             + (f"; {counts['output_cache']} converted files reused" if counts["output_cache"] else "")
             + (f" -> {args.output}" if not to_stdout else "")
         )
@@ -274,6 +287,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             partial.unlink(missing_ok=True)
         raise
     finally:
+        if earlier is not None:
+            earlier.close()
         if progress is not None:
             progress.finish(summary)
     if partial is not None:
