@@ -442,6 +442,7 @@ def normalize_cached(
         cache: the output cache, or None (then this is ``convert()``).
         source: the file being normalized.
         state: what it looked like before it was read (None for in-memory data: always looked up).
+            A converted source is hashed once read whole, unless it is ``recent``.
         profile: the profile ``convert`` normalizes to.
         options: the options ``convert`` normalizes with (outputs are copied into ``options.workdir``).
         convert: the normalization itself.
@@ -456,10 +457,12 @@ def normalize_cached(
     outputs = _outputs_of(result)
     if all(out.path == source for out in outputs):
         return Converted(result, False, result.info.sha256)  # passthrough: the output's bytes are the source's
-    if cache is None or (state is not None and state.recent):
+    if (state is None and cache is None) or (state is not None and state.recent):
         return Converted(result, False, None)
+    # Hashed with the cache off too, so that a manifest does not depend on the cache being on.
     digest = digest or file_sha256(source)
     if state is not None and not state.still(source):
         return Converted(result, False, None)  # changed while converting: the hash is of newer bytes
-    cache.store(entry_key(digest, profile, options), result, source if state is not None else None, state)
+    if cache is not None:
+        cache.store(entry_key(digest, profile, options), result, source if state is not None else None, state)
     return Converted(result, False, digest)
