@@ -104,18 +104,21 @@ def _plain(value: object) -> object:
     return repr(value)
 
 
+@functools.cache
+def _shaping_fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in _NOT_SHAPING)
+
+
 def record_options(settings: Settings) -> dict[str, Any]:
     """The options that shape a run's records, as the manifest stores them."""
     options: dict[str, Any] = {}
-    for f in dataclasses.fields(settings):
-        if f.name in _NOT_SHAPING:
-            continue
-        if f.name == "inline_limit":
-            options[f.name] = settings.effective_inline_limit
-        elif f.name == "request_limit":
-            options[f.name] = settings.effective_request_limit
+    for name in _shaping_fields(type(settings)):
+        if name == "inline_limit":
+            options[name] = settings.effective_inline_limit
+        elif name == "request_limit":
+            options[name] = settings.effective_request_limit
         else:
-            options[f.name] = _plain(getattr(settings, f.name))
+            options[name] = _plain(getattr(settings, name))
     return options
 
 
@@ -423,12 +426,14 @@ def _index(fh: IO[bytes], file: int, options: dict[str, dict[str, Any]], path: P
     runs: dict[str, list[list[_Ref]]] = {}
     offset = 0
     records = lines = 0
+    ours = False  # a line that starts like a record: a torn one is no proof of a foreign file
     current: tuple[str, list[_Ref]] | None = None  # the split source whose pieces are being read
     for line in fh:
         start, offset = offset, offset + len(line)
         if not line.strip():
             continue
         lines += 1
+        ours = ours or line.startswith(b'{"type": "')
         try:
             record = json.loads(line)
         except ValueError:
@@ -453,7 +458,7 @@ def _index(fh: IO[bytes], file: int, options: dict[str, dict[str, Any]], path: P
         found = [ref]
         runs.setdefault(name, []).append(found)
         current = (name, found) if ref.piece is not None else None
-    if lines and not records:
+    if lines and not records and not ours:
         raise ConfigError(
             f"--resume: {path} is not an nvmedia manifest (none of its {lines} lines is a record)",
             hint="pass the -o FILE of the earlier run, or drop --resume",

@@ -65,6 +65,15 @@ def test_resume_reads_the_partial_manifest_a_killed_run_left_and_ignores_its_tor
     assert not leftover.exists()
 
 
+def test_a_partial_manifest_holding_only_a_torn_line_is_no_obstacle(tmp_path: Path) -> None:
+    # Killed while writing its first record: nothing to keep, and nothing to refuse either.
+    webp = CORPUS / "pillow__hopper.webp"
+    (tmp_path / ".m.jsonl.part").write_text('{"type": "item", "source": "' + str(webp)[:5])
+    status, err = cli("prepare", webp, "--dry-run", "-o", tmp_path / "m.jsonl", "--resume")
+    assert status == 0, err
+    assert json.loads((tmp_path / "m.jsonl").read_text())["status"] == "ok"
+
+
 def test_resume_redoes_a_changed_source(tmp_path: Path, ffmpeg: Path) -> None:
     folder = mixed_folder(tmp_path / "in")
     full = _full_run(folder, tmp_path / "m.jsonl")
