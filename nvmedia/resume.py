@@ -105,14 +105,16 @@ def _plain(value: object) -> object:
 
 
 @functools.cache
-def _shaping_fields(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in _NOT_SHAPING)
+def _shaping_fields() -> tuple[str, ...]:
+    from .pipeline import Settings  # here: pipeline imports this module
+
+    return tuple(f.name for f in dataclasses.fields(Settings) if f.name not in _NOT_SHAPING)
 
 
 def record_options(settings: Settings) -> dict[str, Any]:
     """The options that shape a run's records, as the manifest stores them."""
     options: dict[str, Any] = {}
-    for name in _shaping_fields(type(settings)):
+    for name in _shaping_fields():
         if name == "inline_limit":
             options[name] = settings.effective_inline_limit
         elif name == "request_limit":
