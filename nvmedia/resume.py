@@ -386,7 +386,9 @@ class EarlierManifest:
 
     def read(self, ref: _Ref) -> dict[str, Any]:
         """The record ``ref`` points at, read back from its manifest."""
-        data = os.pread(self._files[ref.file].fileno(), ref.length, ref.offset)
+        fh = self._files[ref.file]
+        fh.seek(ref.offset)
+        data = fh.read(ref.length)
         try:
             record = json.loads(data)
         except ValueError:
