@@ -112,6 +112,19 @@ def test_a_cached_output_is_never_used_under_other_options(tmp_path: Path, cache
     assert len(conversions(ffmpeg)) >= 2, "--trim and an inline budget are other options too"
 
 
+def test_the_pieces_of_a_split_recording_are_reused_together(tmp_path: Path, cache_dir: Path, ffmpeg: Path) -> None:
+    from test_audio_split import _profile, _talk
+
+    talk = _talk(tmp_path / "talk.wav")
+    age(tmp_path)
+    args = ["prepare", talk, "--profile", _profile(tmp_path), "--split-long-audio", "--dry-run"]
+    assert cli(*args, "-o", tmp_path / "a.jsonl")[0] == 0
+    assert len(lines(tmp_path / "a.jsonl")) == 3 and conversions(ffmpeg)
+    ffmpeg.write_text("")
+    assert cli(*args, "-o", tmp_path / "b.jsonl")[0] == 0
+    assert lines(tmp_path / "b.jsonl") == lines(tmp_path / "a.jsonl") and conversions(ffmpeg) == []
+
+
 def test_a_file_sent_as_it_is_costs_the_cache_nothing(tmp_path: Path, cache_dir: Path) -> None:
     plain = tmp_path / "plain.webp"
     shutil.copyfile(CORPUS / "pillow__hopper.webp", plain)
