@@ -44,6 +44,13 @@ def _memory_size(text: str) -> int:
         return parse_size(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(f"{exc.message} ({exc.hint})") from None
+def _size(text: str) -> int:
+    from .outputs_cache import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -110,6 +117,18 @@ def _build_parser() -> argparse.ArgumentParser:
         "(default: a quarter of RAM); an image whose decode alone needs more is too_large",
     )
     prep.add_argument("--no-cache", action="store_true", help="do not reuse earlier uploads")
+    prep.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the records of -o FILE whose source is unchanged and do only the rest (same options needed)",
+    )
+    prep.add_argument("--no-output-cache", action="store_true", help="do not reuse or store converted files")
+    prep.add_argument(
+        "--output-cache-size",
+        type=_size,
+        metavar="BYTES",
+        help="cap of the converted-file cache, e.g. 500M (default 2G or $NVMEDIA_OUTPUT_CACHE_SIZE; 0: off)",
+    )
     prep.add_argument(
         "--audio-part",
         choices=("audio_url", "input_audio"),
@@ -221,10 +240,20 @@ def _versions() -> str:
     return "\n".join(lines)
 
 
+def _output_cache_bytes(args: argparse.Namespace) -> int:
+    """The output cache's cap: 0 with --no-output-cache, else --output-cache-size, else the environment's."""
+    from .outputs_cache import configured_max_bytes
+
+    if args.no_output_cache:
+        return 0
+    return configured_max_bytes() if args.output_cache_size is None else int(args.output_cache_size)
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from .manifest import record_line
     from .pipeline import Settings, run
     from .profiles import get_profile
+    from .resume import EarlierManifest
 
     if args.emulate and args.dry_run:
         return _fail("--emulate and --dry-run do not go together", "pick one")
@@ -248,26 +277,35 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         split_long_audio=args.split_long_audio,
         allow_insecure_http=args.allow_insecure_http,
         max_memory=args.max_memory,
+        output_cache_bytes=_output_cache_bytes(args),
     )
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
     to_stdout = args.output == "-"
     target = Path(args.output)
     partial = target.with_name(f".{target.name}.part") if not to_stdout else None
+    if args.resume and partial is None:
+        return _fail("--resume needs -o FILE", "the earlier run's manifest is read from FILE, then replaced")
+    # Read before the partial manifest is opened: a killed run's leftover partial is resumed too.
+    earlier = EarlierManifest.load(target, settings, leftover=partial) if args.resume else None
     out: IO[str]
     if partial is not None:
         try:
             out = partial.open("w", encoding="utf-8")
         except OSError as exc:
+            if earlier is not None:
+                earlier.close()
             return _fail(f"cannot write {args.output}: {exc.strerror}", "check the folder exists and is writable")
     else:
         out = sys.stdout
-    counts = {"ok": 0, "skipped": 0, "error": 0, "uploaded": 0}
+    counts = {"ok": 0, "skipped": 0, "error": 0, "uploaded": 0, "manifest": 0, "output_cache": 0}
     summary = None
     try:
-        for items, request in run(args.paths, settings, progress=progress):
+        for items, request in run(args.paths, settings, progress=progress, resume=earlier):
             for item in items:
                 counts[item.status] += 1
                 counts["uploaded"] += item.uploaded
+                if item.reused_from is not None:
+                    counts[item.reused_from] += 1
                 out.write(record_line(item.to_record()))
             if request is not None:
                 out.write(record_line(request.to_record()))
@@ -275,6 +313,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         summary = (
             f"{sum(counts[s] for s in ('ok', 'skipped', 'error'))} inputs: {counts['ok']} ok, "
             f"{counts['skipped']} skipped, {counts['error']} errors; {counts['uploaded']} uploaded"
+            + (f"; {counts['manifest']} kept from {args.output}" if args.resume else "")
+            + (f"; {counts['output_cache']} converted files reused" if counts["output_cache"] else "")
             + (f" -> {args.output}" if not to_stdout else "")
         )
     except BaseException:
@@ -283,6 +323,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             partial.unlink(missing_ok=True)
         raise
     finally:
+        if earlier is not None:
+            earlier.close()
         if progress is not None:
             progress.finish(summary)
     if partial is not None:
@@ -320,7 +362,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from .pipeline import Settings, run
     from .profiles import get_profile
 
-    settings = Settings(mode=args.mode, profile=get_profile(args.profile), dry_run=True, group="file")
+    # inspect writes nothing, not even to the output cache
+    settings = Settings(
+        mode=args.mode, profile=get_profile(args.profile), dry_run=True, group="file", output_cache_bytes=0
+    )
     any_error = False
     for items, _ in run(args.paths, settings):
         for item in items:

@@ -25,9 +25,12 @@ from typing import TYPE_CHECKING
 from .errors import AssetAPIError, AuthError, ConfigError, InputError, MediaError, NVMediaError
 from .items import Item, Request
 from .memory import MemoryBudget
+from .outputs_cache import cache_for, configured_max_bytes, normalize_cached
 from .plan import Mode, inline_budget, plan_request
 from .profiles import DEFAULT_PROFILE, Profile
+from .resume import EarlierManifest, resume_record
 from .sniff import sniff_path
+from .source_state import SourceState
 from .sources import Group, Source, SourceLike, expand
 from .wire import AudioPartStyle, asset_headers, asset_uri, b64_len, b64encode, inline_uri, media_part, tag, tags
 from .workers import PoolKind, Workers, batches
@@ -84,6 +87,8 @@ class Settings:
     allow_insecure_http: bool = False
     max_memory: int | None = None
     """Bytes that image decodes may hold at once across the run's workers (None: a quarter of RAM)."""
+    output_cache_bytes: int = field(default_factory=configured_max_bytes)
+    """Cap of the normalized-output cache (``outputs_cache.py``) in ``cache_dir``; 0 turns it off."""
 
     @property
     def effective_inline_limit(self) -> int:
@@ -289,10 +294,12 @@ def normalize_source(
     try:
         path = _materialize(source, workdir)
         _check_readable(path)
+        state = SourceState.of(path) if source.data is None else None  # before reading: what --resume compares
         sniffed = sniff_path(path)
         if not sniffed.is_media:
             if not source.explicit:
                 item.status, item.reason = "skipped", f"not media ({sniffed.description})"
+                item.resume = resume_record(state, None, settings)
                 return item
             raise MediaError(
                 f"{source.name} is a {sniffed.description}, not media",
@@ -311,7 +318,17 @@ def normalize_source(
             split_long_audio=settings.split_long_audio,
             budget=budget,
         )
-        result = normalize(path, sniffed, info, settings.profile, options)
+        converted = normalize_cached(
+            cache_for(settings.cache_dir, settings.output_cache_bytes),
+            path,
+            state,
+            settings.profile,
+            options,
+            lambda: normalize(path, sniffed, info, settings.profile, options),
+        )
+        result = converted.result
+        item.resume = resume_record(state, converted.source_sha256, settings)
+        item.reused_from = "output_cache" if converted.reused else None
         item.output, item.output_path = result.info, result.path
         item.actions, item.warnings = list(result.actions), list(result.warnings)
         if settings.keep is not None and not result.pieces:
@@ -321,6 +338,7 @@ def normalize_source(
             part = Item(source=source.name, group=source.group, kind=item.kind, input=info, output=piece.info)
             part.output_path, part.actions, part.warnings = piece.path, list(piece.actions), list(piece.warnings)
             part.piece = (number, len(result.pieces), *piece.span)
+            part.resume, part.reused_from = item.resume, item.reused_from
             if settings.keep is not None:
                 part.kept = str(_keep_copy(piece.path, source, piece.info.mime, settings.keep, number))
             item.pieces.append(part)
@@ -435,6 +453,7 @@ def run(
     delivery: Delivery | None = None,
     progress: ProgressFn | None = None,
     budget: MemoryBudget | None = None,
+    resume: EarlierManifest | None = None,
 ) -> Iterator[tuple[list[Item], Request | None]]:
     """Process ``inputs`` and yield each request's items (and its request record), in input order.
 
@@ -442,7 +461,8 @@ def run(
     ``LOOKAHEAD_PER_JOB * jobs`` sources ahead of the request being planned; uploads on
     one shared pool of connections, so one-file requests (``--group file``) upload in
     parallel too; and this generator, which yields each request once its uploads finish,
-    keeping at most ``lookahead`` planned requests in flight.
+    keeping at most ``lookahead`` planned requests in flight. With ``resume``, the requests
+    whose earlier records still hold are read back from that manifest instead (``resume.py``).
 
     Image decodes on every worker reserve their estimated memory from one budget first:
     ``budget``, or one of ``settings.max_memory`` bytes (default: a quarter of RAM).
@@ -452,13 +472,21 @@ def run(
     """
     sources = expand(inputs, settings.group)
     budget = budget or MemoryBudget(settings.max_memory)
+    own_delivery = delivery is None
+    delivery = delivery or Delivery(settings)
+    try:
+        kept = resume.keep(sources, delivery.known_ids) if resume is not None else None
+    except BaseException:
+        if own_delivery:
+            delivery.close()
+        raise
+    if kept is not None:
+        sources = [s for s in sources if s.group not in kept]
     groups = _groups(sources)
     group_sizes = {s.group: 0 for s in sources}
     for s in sources:
         if s.skip_reason is None:
             group_sizes[s.group] += 1
-    own_delivery = delivery is None
-    delivery = delivery or Delivery(settings)
     total = len(sources)
     done = 0
     done_lock = threading.Lock()
@@ -519,11 +547,16 @@ def run(
                         while submitted < len(cut) and cut[submitted].start <= max(indexes) + lookahead:
                             workers.submit(submitted, cut[submitted])
                             submitted += 1
+                        for kept_items in kept.before(sources[indexes[0]].group) if kept is not None else ():
+                            pending.append((kept_items, []))
+                            yield from _ready(pending, lookahead, settings)
                         items = [piece for i in indexes for piece in take(i).expanded()]
                         _plan_group(items, settings)
                         pending.append((items, _start_delivery(items, settings, delivery, uploads)))
-                        while pending and (len(pending) > lookahead or all(f.done() for f in pending[0][1])):
-                            yield _finish_delivery(*pending.popleft(), settings)
+                        yield from _ready(pending, lookahead, settings)
+                    for kept_items in kept.before(None) if kept is not None else ():
+                        pending.append((kept_items, []))
+                        yield from _ready(pending, lookahead, settings)
                     while pending:
                         yield _finish_delivery(*pending.popleft(), settings)
                 except BaseException:
@@ -534,6 +567,14 @@ def run(
             uploads.close()
             if own_delivery:
                 delivery.close()
+
+
+def _ready(
+    pending: deque[tuple[list[Item], list[Future[None]]]], lookahead: int, settings: Settings
+) -> Iterator[tuple[list[Item], Request | None]]:
+    """The requests at the head of ``pending`` whose uploads are done (or the head, when too many wait)."""
+    while pending and (len(pending) > lookahead or all(f.done() for f in pending[0][1])):
+        yield _finish_delivery(*pending.popleft(), settings)
 
 
 def _size(source: Source) -> int:

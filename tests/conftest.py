@@ -12,6 +12,17 @@ from support import CORPUS
 from nvmedia.testing import NVCFEmulator
 
 
+@pytest.fixture(autouse=True)
+def _own_cache_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets an empty cache folder, and no output cache unless it asks for one.
+
+    Tests never read or fill the user's own caches, and a conversion one test cached never
+    stands in for the conversion another test means to exercise.
+    """
+    monkeypatch.setenv("NVMEDIA_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("NVMEDIA_OUTPUT_CACHE_SIZE", "0")
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     return CORPUS
