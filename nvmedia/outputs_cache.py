@@ -139,9 +139,13 @@ def _jsonable(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not part of a cache key")
 
 
+_NOT_SHAPING: Final = frozenset({"workdir", "budget"})
+"""Normalize options that say where and how the work runs, not what it produces."""
+
+
 def entry_key(source_sha256: str, profile: Profile, options: NormalizeOptions) -> str:
     """The key of the output of these bytes under this profile and these options."""
-    shaping = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "workdir"}
+    shaping = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name not in _NOT_SHAPING}
     text = json.dumps(
         {
             "source": source_sha256,

@@ -66,6 +66,7 @@ _NOT_SHAPING: Final = frozenset(
         "output_cache_bytes",
         "max_memory",
         "engine",
+        "allow_insecure_http",
     }
 )
 """Settings that change how a run works, not what its records say; every other field must match."""
