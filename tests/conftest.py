@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from support import CORPUS
+
+# No Hypothesis test may fail on time: a loaded 2-core machine runs any example slower than 200 ms.
+settings.register_profile("nvmedia", deadline=None)
+settings.load_profile("nvmedia")
 
 
 @pytest.fixture(scope="session")

@@ -228,6 +228,9 @@ class NVCFEmulator:
         self._connections: set[socket.socket] = set()
         self._uploads_in_flight = 0
         self._peak_uploads_in_flight = 0
+        self._in_flight_changed = threading.Condition(self._lock)
+        self._uploads_open = threading.Event()
+        self._uploads_open.set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -260,6 +263,7 @@ class NVCFEmulator:
         if server is None:
             return
         self._stopping.set()
+        self._uploads_open.set()
         server.shutdown()
         server.server_close()
         with self._lock:
@@ -340,6 +344,19 @@ class NVCFEmulator:
             raise ValueError(f"times must be at least 1, got {times}")
         with self._lock:
             self._faults.append(_Fault(kind, times, path_prefix, method and method.upper(), retry_after, delay_s))
+
+    def hold_uploads(self) -> None:
+        """Make upload PUTs wait, once they have started, until ``release_uploads`` (or ``stop``)."""
+        self._uploads_open.clear()
+
+    def release_uploads(self) -> None:
+        """Let held and future upload PUTs go on."""
+        self._uploads_open.set()
+
+    def wait_for_uploads_in_flight(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` upload PUTs are being served at once; False if ``timeout`` seconds pass first."""
+        with self._in_flight_changed:
+            return self._in_flight_changed.wait_for(lambda: self._uploads_in_flight >= count, timeout)
 
     def clear_faults(self) -> None:
         """Drop every pending fault."""
@@ -439,6 +456,7 @@ class NVCFEmulator:
         with self._lock:
             self._uploads_in_flight += 1 if started else -1
             self._peak_uploads_in_flight = max(self._peak_uploads_in_flight, self._uploads_in_flight)
+            self._in_flight_changed.notify_all()
 
     def _track(self, conn: socket.socket, on: bool) -> None:
         with self._lock:
@@ -604,6 +622,7 @@ class _Handler(BaseHTTPRequestHandler):
         is_upload = self.command == "PUT" and path.startswith(UPLOAD_PATH)
         if is_upload:
             self.emu._upload_started(True)
+            self.emu._uploads_open.wait()
         try:
             fault = self.emu._take_fault(self.command, path)
             if fault is not None and fault.kind == "slow" and self.emu._stopping.wait(fault.delay_s):
