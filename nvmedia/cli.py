@@ -236,7 +236,7 @@ class _Report:
             text = f"interrupted by {interrupted.name} after {_plural(inputs, 'input')}: {counts}"
         else:
             text = f"{_plural(inputs, 'input')}: {counts}"
-        return text + (f" -> {destination}" if destination else "")
+        return text + (f" -> {shown(destination)}" if destination else "")
 
     def finish(self, summary: str) -> None:
         if self.progress is not None:

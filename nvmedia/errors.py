@@ -139,7 +139,7 @@ def no_space_error(
                 pass
         return StorageError(
             f"cannot write {what}: {_NO_ROOM[exc.errno]} ({free}; it needs {need})",
-            hint="free some space there, or point the run elsewhere (TMPDIR for temporary files, -o, --keep)",
+            hint="free some space there, or point the run elsewhere: TMPDIR for temporary files, -o, --keep",
         )
     if exc.errno == errno.EFBIG:
         return StorageError(
