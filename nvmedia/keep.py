@@ -21,11 +21,12 @@ whatever their outputs turn out to be: each input claims every name it could pro
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 SUFFIX_FOR_MIME = {
     "image/png": ".png",
@@ -53,29 +54,41 @@ def _canonical(suffix: str) -> str:
 _OUTPUT_SUFFIXES = frozenset(SUFFIX_FOR_MIME.values())
 
 
+def _join(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """``(stem, suffix)`` as ``PurePosixPath`` splits a name (``a.tar.gz`` -> ``a.tar``, ``.gz``), on plain strings."""
+    dot = name.rfind(".")
+    return (name[:dot], name[dot:]) if 0 < dot < len(name) - 1 else (name, "")
+
+
 @dataclass(frozen=True)
 class KeptName:
     """Where one input's outputs go, relative to the keep folder.
 
     Attributes:
-        folder: the folder, relative to the keep folder.
+        folder: the folder, relative to the keep folder (``/``-separated, ``""`` for the keep folder itself).
         stem: the name before any extension, with its ``~N`` when it needed one.
         own_suffix: the input's own extension when it keeps its whole name, else None.
     """
 
-    folder: PurePosixPath
+    folder: str
     stem: str
     own_suffix: str | None = None
 
-    def path_for(self, mime: str, piece: int | None = None) -> PurePosixPath:
-        """The relative path of the output of type ``mime`` (of piece number ``piece`` of a split input)."""
+    def path_for(self, mime: str, piece: int | None = None) -> str:
+        """The ``/``-separated relative path of the output of type ``mime`` (of piece ``piece`` of a split input)."""
         ext = SUFFIX_FOR_MIME[mime]
         part = f".part{piece}" if piece is not None else ""
         if self.own_suffix is None:
-            return self.folder / f"{self.stem}{part}{ext}"
-        if piece is None and _canonical(self.own_suffix) == ext:
-            return self.folder / f"{self.stem}{self.own_suffix}"
-        return self.folder / f"{self.stem}{self.own_suffix}{part}{ext}"
+            name = f"{self.stem}{part}{ext}"
+        elif piece is None and _canonical(self.own_suffix) == ext:
+            name = f"{self.stem}{self.own_suffix}"
+        else:
+            name = f"{self.stem}{self.own_suffix}{part}{ext}"
+        return _join(self.folder, name)
 
 
 _Claim = tuple[str, str | None, bool]
@@ -116,7 +129,7 @@ class _Taken:
 
 
 def _claims(name: KeptName, pieces: bool) -> list[_Claim]:
-    base = str(name.folder / name.stem).casefold()
+    base = _join(name.folder, name.stem).casefold()
     if name.own_suffix is None:
         return [(base, None, False), *([(base, None, True)] if pieces else [])]
     whole = base + name.own_suffix.casefold()
@@ -127,7 +140,7 @@ def _claims(name: KeptName, pieces: bool) -> list[_Claim]:
 
 
 def plan_kept_names(
-    relative_paths: Sequence[PurePosixPath | None],
+    relative_paths: Sequence[str | None],
     keep_dir: Path,
     protected: Iterable[Path],
     *,
@@ -136,7 +149,7 @@ def plan_kept_names(
     """Give every input its kept name (see the module for the rule).
 
     Args:
-        relative_paths: each input's path relative to its folder (None: the input keeps nothing).
+        relative_paths: each input's ``/``-separated path relative to its folder (None: it keeps nothing).
         keep_dir: the keep folder.
         protected: files no kept name may land on: every input, the manifest.
         pieces: inputs may be split into ``.partN`` pieces.
@@ -144,47 +157,57 @@ def plan_kept_names(
     Returns:
         One ``KeptName`` per input (None where ``relative_paths`` has None).
     """
-    natural = [(rel.parent, rel.stem, rel.suffix) if rel is not None else None for rel in relative_paths]
+    natural: list[tuple[str, str, str] | None] = []
     siblings: dict[str, int] = {}
-    for entry in natural:
-        if entry is not None:
-            key = str(entry[0] / entry[1]).casefold()
-            siblings[key] = siblings.get(key, 0) + 1
+    for rel in relative_paths:
+        if rel is None:
+            natural.append(None)
+            continue
+        folder, name = posixpath.split(rel)
+        stem, suffix = _split_name(name)
+        natural.append((folder, stem, suffix))
+        key = _join(folder, stem).casefold()
+        siblings[key] = siblings.get(key, 0) + 1
     taken = _Taken()
     taken.add(_protected_claims(protected, keep_dir, {entry[0] for entry in natural if entry is not None}))
     names: list[KeptName | None] = []
+    tried: dict[tuple[str, str], int] = {}  # the last number tried for a name: many equal names stay linear
     for entry in natural:
         if entry is None:
             names.append(None)
             continue
         folder, stem, suffix = entry
-        whole = siblings[str(folder / stem).casefold()] > 1
-        number = 1
+        key = _join(folder, stem).casefold()
+        whole = siblings[key] > 1
+        number = tried.get((key, suffix.casefold()), 1)
         while True:
             candidate = KeptName(folder, stem if number == 1 else f"{stem}~{number}", suffix if whole else None)
             claims = _claims(candidate, pieces)
             if not taken.clashes(claims):
                 break
             number += 1
+        tried[(key, suffix.casefold())] = number
         taken.add(claims)
         names.append(candidate)
     return names
 
 
-def _protected_claims(protected: Iterable[Path], keep_dir: Path, folders: set[PurePosixPath]) -> list[_Claim]:
+def _protected_claims(protected: Iterable[Path], keep_dir: Path, folders: set[str]) -> list[_Claim]:
     """Exact-name claims for the protected files that sit in a folder kept files go to (links resolved)."""
-    by_real: dict[str, list[PurePosixPath]] = {}
+    by_real: dict[str, list[str]] = {}
     for folder in folders:
-        by_real.setdefault(os.path.realpath(keep_dir.joinpath(*folder.parts)), []).append(folder)
+        by_real.setdefault(os.path.realpath(os.path.join(keep_dir, folder)), []).append(folder)
     real_dirs: dict[str, str] = {}
     claims: list[_Claim] = []
     for path in protected:
-        parent = os.path.dirname(os.path.abspath(path))
-        real = real_dirs.setdefault(parent, os.path.realpath(parent))
-        name = PurePosixPath(os.path.basename(path))
-        if real in by_real and name.suffix:
+        parent, name = os.path.split(os.path.abspath(path))
+        real = real_dirs.get(parent)
+        if real is None:
+            real = real_dirs[parent] = os.path.realpath(parent)
+        stem, suffix = _split_name(name)
+        if real in by_real and suffix:
             for folder in by_real[real]:
-                claims.append((str(folder / name.stem).casefold(), name.suffix.casefold(), False))
+                claims.append((_join(folder, stem).casefold(), suffix.casefold(), False))
     return claims
 
 
@@ -204,12 +227,12 @@ def write_kept(output: Path, target: Path, run_token: str) -> None:
         raise
 
 
-def remove_leftovers(keep_dir: Path, folders: Iterable[PurePosixPath], run_token: str) -> None:
+def remove_leftovers(keep_dir: Path, folders: Iterable[str], run_token: str) -> None:
     """Remove the temporary files of this run's kept copies that a killed worker left behind."""
     ending = f".{run_token}.part"
     for folder in set(folders):
         try:
-            entries = list(os.scandir(keep_dir.joinpath(*folder.parts)))
+            entries = list(os.scandir(os.path.join(keep_dir, folder)))
         except OSError:
             continue
         for entry in entries:

@@ -386,7 +386,7 @@ def _keep(item: Item, source: Source, keep_dir: Path, workdir: Path) -> str:
     """Write ``item``'s output to its kept path (``keep.py``) and return that path."""
     assert item.output is not None and item.output_path is not None and source.kept is not None
     piece = item.piece[0] if item.piece is not None else None
-    target = keep_dir.joinpath(*source.kept.path_for(item.output.mime, piece).parts)
+    target = keep_dir.joinpath(*source.kept.path_for(item.output.mime, piece).split("/"))
     try:
         write_kept(item.output_path, target, run_token=workdir.name)
     except OSError as exc:

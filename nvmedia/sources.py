@@ -69,9 +69,10 @@ class Source:
         return self.name if self.explicit else str(self.rel)
 
     @property
-    def keep_rel(self) -> PurePosixPath:
-        """The path ``--keep`` names it by: relative to its folder, or its own name when given alone."""
-        return self.rel if str(self.rel) != "." else PurePosixPath(os.path.basename(self.name))
+    def keep_rel(self) -> str:
+        """The ``/``-separated path ``--keep`` names it by: relative to its folder, or its own name when given alone."""
+        rel = str(self.rel)
+        return rel if rel != "." else os.path.basename(self.name)
 
 
 def _is_hidden(name: str) -> bool:
