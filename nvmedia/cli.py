@@ -168,7 +168,7 @@ class _Progress:
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
         self.last = 0.0
-        self.shown = ""
+        self.bar = ""
         self.lock = threading.Lock()
 
     def _columns(self) -> int:
@@ -188,22 +188,22 @@ class _Progress:
             width = max(8, min(24, columns // 5))
             filled = width * done // max(total, 1)
             head = f"{stage:9} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-            self.shown = _fit(head + _fit(shown(name), max(columns - _width(head), 0)), columns)
-            self.stream.write(f"\r\x1b[K{self.shown}")
+            self.bar = _fit(head + _fit(shown(name), max(columns - _width(head), 0)), columns)
+            self.stream.write(f"\r\x1b[K{self.bar}")
             self.stream.flush()
 
     def line(self, text: str) -> None:
         """Print a line of its own, then the bar again below it."""
         with self.lock:
-            self.stream.write(f"\r\x1b[K{text}\n{self.shown}" if self.shown else text + "\n")
+            self.stream.write(f"\r\x1b[K{text}\n{self.bar}" if self.bar else text + "\n")
             self.stream.flush()
 
     def finish(self) -> None:
         with self.lock:
-            if self.shown:
+            if self.bar:
                 self.stream.write("\r\x1b[K")
                 self.stream.flush()
-            self.shown = ""
+            self.bar = ""
 
 
 class _Report:
@@ -431,6 +431,7 @@ def _write_manifest(
         exclude=manifest.own_files,
         on_stop=stopping,
     )
+    failed: _ManifestError | None = None
     try:
         for items, request in records:
             manifest.write(items, request)
@@ -439,17 +440,18 @@ def _write_manifest(
     except Interrupted as exc:
         interrupted = exc
     except _ManifestError as exc:
-        records.close()
-        if report.progress is not None:
-            report.progress.finish()
-        return _fail(exc.error.message, exc.error.hint, exc.error.code)
+        records.close()  # stops the workers and the uploads not started
+        failed = exc
     finally:
         if report.progress is not None:
             report.progress.finish()
     try:
-        manifest.commit()
+        if failed is None:
+            manifest.commit()
     except _ManifestError as exc:
-        return _fail(exc.error.message, exc.error.hint, exc.error.code)
+        failed = exc
+    if failed is not None:
+        return _fail(failed.error.message, failed.error.hint, failed.error.code)
     signum = received()
     if interrupted is None and signum is not None:
         interrupted = Interrupted(signum)  # it came once all the work was done: still honour it
