@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from .items import Item, Request
+from .memory import parse_size
 from .pipeline import Delivery, ProgressFn, Settings, run
 from .plan import Mode
 from .profiles import Profile, get_profile
@@ -105,6 +106,7 @@ def _settings(
     keep_metadata: bool,
     trim_s: float | None,
     split_long_audio: bool,
+    max_memory: int | str | None = None,
 ) -> Settings:
     settings = Settings(
         mode=mode,
@@ -123,6 +125,7 @@ def _settings(
         keep_metadata=keep_metadata,
         trim_s=trim_s,
         split_long_audio=split_long_audio,
+        max_memory=parse_size(max_memory) if max_memory is not None else None,
     )
     if jobs is not None:
         settings.jobs = jobs
@@ -149,6 +152,7 @@ def prepare(
     keep_metadata: bool = False,
     trim_s: float | None = None,
     split_long_audio: bool = False,
+    max_memory: int | str | None = None,
     on_error: OnError = "raise",
     progress: ProgressFn | None = None,
 ) -> Prepared:
@@ -161,6 +165,9 @@ def prepare(
         group: ``all`` (default: everything in one request), ``dir`` or ``file``.
         cache: reuse earlier uploads of the same bytes (``cache_dir`` default: ``$NVMEDIA_CACHE_DIR``
             or the platform's user cache folder).
+        max_memory: bytes (or ``"1G"``, ``"512M"``) that image decodes may hold at once across the
+            worker threads (default: a quarter of RAM); an image whose decode alone needs more is
+            ``too_large``.
         on_error: ``raise`` the first item's error (after deleting what was uploaded), or ``keep``
             failed items in ``items`` with ``status == "error"``.
 
@@ -196,6 +203,7 @@ def prepare(
         keep_metadata=keep_metadata,
         trim_s=trim_s,
         split_long_audio=split_long_audio,
+        max_memory=max_memory,
     )
     delivery = Delivery(settings)
     items: list[Item] = []

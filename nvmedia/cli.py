@@ -43,6 +43,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _memory_size(text: str) -> int:
+    from .memory import parse_size
+
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.message} ({exc.hint})") from None
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nvmedia",
@@ -74,6 +83,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     prep.add_argument("--assets-url", metavar="URL", help="asset API base (default $NVMEDIA_ASSETS_URL)")
     prep.add_argument("--api-key", metavar="KEY", help="bearer key (default $NVIDIA_API_KEY)")
+    prep.add_argument("--allow-insecure-http", action="store_true", help="allow the key over plain http to any host")
     prep.add_argument("--dry-run", action="store_true", help="normalize and plan; upload nothing")
     prep.add_argument("--emulate", action="store_true", help="upload to an in-process local emulator")
     prep.add_argument("--keep", metavar="DIR", type=Path, help="also write each normalized file into DIR")
@@ -98,6 +108,13 @@ def _build_parser() -> argparse.ArgumentParser:
         default="process",
         help="run -j workers as forked processes (default, Linux) or threads",
     )
+    prep.add_argument(
+        "--max-memory",
+        type=_memory_size,
+        metavar="BYTES",
+        help="memory that image decodes may hold at once across workers, e.g. 1G or 512M "
+        "(default: a quarter of RAM); an image whose decode alone needs more is too_large",
+    )
     prep.add_argument("--no-cache", action="store_true", help="do not reuse earlier uploads")
     prep.add_argument(
         "--audio-part",
@@ -116,21 +133,40 @@ def _build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--mode", choices=("auto", "inline", "asset"), default="auto")
 
     assets = sub.add_parser("assets", help="list or delete uploaded assets")
-    assets.add_argument("--assets-url", metavar="URL")
-    assets.add_argument("--api-key", metavar="KEY")
+    _add_service_options(assets)
     asub = assets.add_subparsers(dest="assets_command", metavar="ACTION", required=True)
-    asub.add_parser("list", help="print the asset ids of this key, one per line")
-    delete = asub.add_parser("delete", help="delete assets by id, or all of them")
+    _add_service_options(asub.add_parser("list", help="print the asset ids of this key, one per line"), after=True)
+    delete = asub.add_parser(
+        "delete",
+        help="delete assets by id, or all of them",
+        description="Delete assets; prints 'deleted ID', 'not found ID' or 'failed ID: reason' for each and "
+        "goes on past failures. Exit status 1 when any was not found or failed.",
+    )
     delete.add_argument("ids", nargs="*", metavar="ID")
     delete.add_argument("--all", action="store_true", help="delete every asset of this key")
+    _add_service_options(delete, after=True)
 
     emu = sub.add_parser("emulator", help="run the local NVCF emulator; prints its base URL first")
     emu.add_argument("--host", default="127.0.0.1")
     emu.add_argument("--port", type=int, default=0)
     emu.add_argument("--latency-api", type=float, default=0.0, metavar="S", help="seconds added to each asset-API call")
     emu.add_argument("--latency-upload", type=float, default=0.0, metavar="S", help="seconds added to each upload")
+    emu.add_argument("--latency-chat", type=float, default=0.0, metavar="S", help="seconds added to each chat request")
     emu.add_argument("--storage-dir", metavar="DIR", help="where uploaded bytes are kept (default: a temp folder)")
     return parser
+
+
+def _add_service_options(parser: argparse.ArgumentParser, *, after: bool = False) -> None:
+    """The asset-service options; ``after`` also accepts them after a sub-command without undoing earlier ones."""
+    keep: dict[str, Any] = {"default": argparse.SUPPRESS} if after else {}
+    parser.add_argument("--assets-url", metavar="URL", help="asset API base (default $NVMEDIA_ASSETS_URL)", **keep)
+    parser.add_argument("--api-key", metavar="KEY", help="bearer key (default $NVIDIA_API_KEY)", **keep)
+    parser.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow sending the key over plain http to a host that is not loopback",
+        **keep,
+    )
 
 
 def _width(text: str) -> int:
@@ -393,6 +429,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         keep_metadata=args.keep_metadata,
         trim_s=args.trim,
         split_long_audio=args.split_long_audio,
+        allow_insecure_http=args.allow_insecure_http,
+        max_memory=args.max_memory,
     )
     report = _Report(args.quiet)
     delivery = Delivery(settings)
@@ -506,21 +544,25 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_assets(args: argparse.Namespace) -> int:
     from .assets import AssetClient
 
+    if args.assets_command == "delete" and args.all == bool(args.ids):
+        return _fail("name asset ids or pass --all (not both)", "nvmedia assets delete ID... | --all")
     api_key = args.api_key or os.environ.get("NVIDIA_API_KEY")
     if not api_key:
         return _fail("no API key", "set NVIDIA_API_KEY or pass --api-key")
-    with AssetClient(api_key=api_key, base_url=args.assets_url) as client:
+    client = AssetClient(api_key=api_key, base_url=args.assets_url, allow_insecure_http=args.allow_insecure_http)
+    with client:
         if args.assets_command == "list":
             for asset_id in client.list():
                 print(asset_id)
             return EXIT_OK
-        if args.all == bool(args.ids):
-            return _fail("name asset ids or pass --all (not both)", "nvmedia assets delete ID... | --all")
-        ids = client.list() if args.all else args.ids
-        for asset_id in ids:
-            client.delete(asset_id)
-            print(f"deleted {asset_id}")
-    return EXIT_OK
+        # No total deadline here: the user is watching and can interrupt.
+        report = client.delete_many(client.list() if args.all else args.ids, deadline_s=None)
+    for outcome in report.outcomes:
+        if outcome.status == "failed":
+            print(f"failed {outcome.asset_id}: {outcome.reason}")
+        else:
+            print(f"{outcome.status.replace('_', ' ')} {outcome.asset_id}")
+    return EXIT_ITEM_ERROR if report.failed or report.not_found else EXIT_OK
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
@@ -528,6 +570,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
     argv = ["--host", args.host, "--port", str(args.port)]
     argv += ["--latency-api", str(args.latency_api), "--latency-upload", str(args.latency_upload)]
+    argv += ["--latency-chat", str(args.latency_chat)]
     if args.storage_dir:
         argv += ["--storage-dir", args.storage_dir]
     return emulator_main(argv)

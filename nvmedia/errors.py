@@ -12,9 +12,10 @@ names the measured value and the limit, and a ``hint`` that says what to do::
     ├── ProcessingError         running tools: ffmpeg_failed, timeout
     ├── StorageError            writing files: no_space
     ├── ConfigError             usage and configuration (CLI exit status 2)
-    └── AssetAPIError           the asset service: asset_api_error
-        ├── AuthError           auth_failed
-        └── UploadError         upload_failed
+    ├── AssetAPIError           the asset service: asset_api_error
+    │   ├── AuthError           auth_failed
+    │   └── UploadError         upload_failed
+    └── CleanupError            cleanup_failed: assets that could not be deleted (``asset_ids``)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Iterable
 from typing import Any, Final
 
 ERROR_CODES: Final = (
@@ -39,6 +41,7 @@ ERROR_CODES: Final = (
     "auth_failed",
     "upload_failed",
     "asset_api_error",
+    "cleanup_failed",
     "no_space",
     "config",
 )
@@ -200,3 +203,24 @@ class UploadError(AssetAPIError):
     """The presigned upload failed (``upload_failed``)."""
 
     default_code = "upload_failed"
+
+
+class CleanupError(NVMediaError):
+    """Assets that could not be deleted (``cleanup_failed``); the ids are in ``asset_ids``.
+
+    Attributes:
+        asset_ids: the ids still live on the service, in the order they were to be deleted.
+    """
+
+    default_code = "cleanup_failed"
+
+    def __init__(self, message: str, *, asset_ids: Iterable[str], code: str | None = None, hint: str = "") -> None:
+        super().__init__(message, code=code, hint=hint)
+        self.asset_ids: tuple[str, ...] = tuple(asset_ids)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_cleanup, (self.message, self.asset_ids, self.code, self.hint))
+
+
+def _rebuild_cleanup(message: str, asset_ids: tuple[str, ...], code: str, hint: str) -> CleanupError:
+    return CleanupError(message, asset_ids=asset_ids, code=code, hint=hint)

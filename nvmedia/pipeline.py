@@ -42,6 +42,7 @@ from .errors import (
 )
 from .items import Item, Request
 from .keep import plan_kept_names, remove_leftovers, write_kept
+from .memory import MemoryBudget
 from .plan import Mode, inline_budget, plan_request
 from .profiles import DEFAULT_PROFILE, Profile
 from .sniff import sniff_path
@@ -89,6 +90,9 @@ class Settings:
     trim_s: float | None = None
     split_long_audio: bool = False
     description: str = "nvmedia upload"
+    allow_insecure_http: bool = False
+    max_memory: int | None = None
+    """Bytes that image decodes may hold at once across the run's workers (None: a quarter of RAM)."""
 
     @property
     def effective_inline_limit(self) -> int:
@@ -145,7 +149,11 @@ class Delivery:
                     )
                 from .assets import AssetClient
 
-                self._client = AssetClient(api_key=self.api_key, base_url=self.assets_url)
+                self._client = AssetClient(
+                    api_key=self.api_key,
+                    base_url=self.assets_url,
+                    allow_insecure_http=self.settings.allow_insecure_http,
+                )
                 if self.settings.use_cache and not self.settings.emulate:
                     from .cache import AssetCache
 
@@ -179,8 +187,10 @@ class Delivery:
                     raise ConfigError(f"the asset API refused the key: {exc.message}", hint=exc.hint) from None
                 except AssetAPIError as exc:
                     if exc.status_code is None:
+                        from ._redact import redact_url
+
                         raise ConfigError(
-                            f"the asset API at {self.assets_url} is unreachable: {exc.message}",
+                            f"the asset API at {redact_url(self.assets_url)} is unreachable: {exc.message}",
                             hint="check --assets-url / NVMEDIA_ASSETS_URL and the network, or use --dry-run",
                         ) from None
                     raise
@@ -286,10 +296,13 @@ def _check_readable(path: Path) -> int:
     return st.st_size
 
 
-def normalize_source(source: Source, settings: Settings, workdir: Path, fit_chars: int | None) -> Item:
+def normalize_source(
+    source: Source, settings: Settings, workdir: Path, fit_chars: int | None, budget: MemoryBudget | None = None
+) -> Item:
     """Stage one for one source: read, sniff, probe, normalize (and keep a copy under ``--keep``).
 
-    On failure nothing of the source is left in ``workdir``.
+    Image decodes reserve their estimated memory from ``budget`` (the run's) first. On failure
+    nothing of the source is left in ``workdir``.
     """
     from .normalize import NormalizeOptions, normalize
     from .probe import probe
@@ -319,6 +332,7 @@ def normalize_source(source: Source, settings: Settings, workdir: Path, fit_char
             background=settings.background,
             trim_s=settings.trim_s,
             split_long_audio=settings.split_long_audio,
+            budget=budget,
         )
         try:
             result = normalize(path, sniffed, info, settings.profile, options)
@@ -414,7 +428,11 @@ def _release(item: Item, workdir: Path) -> None:
 
 
 def normalize_batch(
-    sources: list[Source], settings: Settings, workdir: Path, fit_chars: list[int | None]
+    sources: list[Source],
+    settings: Settings,
+    workdir: Path,
+    fit_chars: list[int | None],
+    budget: MemoryBudget | None = None,
 ) -> list[Item]:
     """Stage one for a few consecutive sources, on a worker thread or process.
 
@@ -422,7 +440,7 @@ def normalize_batch(
     """
     items = []
     for source, fits in zip(sources, fit_chars, strict=True):
-        item = normalize_source(source, settings, workdir, fits)
+        item = normalize_source(source, settings, workdir, fits, budget)
         for sent in item.expanded():
             _encode_if_inline_candidate(sent, settings)
         items.append(item)
@@ -494,6 +512,7 @@ def run(
     *,
     delivery: Delivery | None = None,
     progress: ProgressFn | None = None,
+    budget: MemoryBudget | None = None,
     exclude: Iterable[Path] = (),
     on_stop: Callable[[int], None] | None = None,
 ) -> Generator[tuple[list[Item], Request | None], None, None]:
@@ -504,6 +523,9 @@ def run(
     one shared pool of connections, so one-file requests (``--group file``) upload in
     parallel too; and this generator, which yields each request once its uploads finish,
     keeping at most ``lookahead`` planned requests in flight.
+
+    Image decodes on every worker reserve their estimated memory from one budget first:
+    ``budget``, or one of ``settings.max_memory`` bytes (default: a quarter of RAM).
 
     Interrupted (``KeyboardInterrupt``), it stops the workers, calls ``on_stop`` with the
     number of uploads still in progress, lets them finish, yields the requests already planned
@@ -520,6 +542,7 @@ def run(
     sources = expand(inputs, settings.group, exclude)
     if settings.keep is not None:
         _plan_keep(inputs, sources, settings.keep, exclude, pieces=settings.split_long_audio)
+    budget = budget or MemoryBudget(settings.max_memory)
     groups = _groups(sources)
     group_sizes = {s.group: 0 for s in sources}
     for s in sources:
@@ -535,7 +558,7 @@ def run(
     def args_for(indexes: Sequence[int]) -> tuple[object, ...]:
         chosen = [sources[i] for i in indexes]
         fits = [_fit_chars(settings, group_sizes[source.group]) for source in chosen]
-        return chosen, settings, workdir, fits
+        return chosen, settings, workdir, fits, budget
 
     def report(indexes: Sequence[int]) -> None:
         nonlocal done, first_unfinished
@@ -561,7 +584,16 @@ def run(
         crashed = functools.partial(_crashed_item, sources)
         on_done = report if progress is not None else None
         try:
-            with Workers(settings.pool, jobs, normalize_batch, args_for, crashed, on_done) as workers:
+            with Workers(
+                settings.pool,
+                jobs,
+                normalize_batch,
+                args_for,
+                crashed,
+                on_done,
+                worker_init=budget.inherit,
+                on_pool_lost=budget.renew,
+            ) as workers:
 
                 def take(index: int) -> Item:
                     b = batch_of[index]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
 from support import CORPUS
+
+from nvmedia.testing import NVCFEmulator
 
 # No Hypothesis test may fail on time: a loaded 2-core machine runs any example slower than 200 ms.
 settings.register_profile("nvmedia", deadline=None)
@@ -24,3 +28,23 @@ def av_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from make_av import make_av
 
     return make_av(tmp_path_factory.getbasetemp() / "av")
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as the test runs.
+
+    The socket is bound but never listens: nobody else can bind the port meanwhile,
+    and a connection to it is refused at once, however loaded the machine is.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def emu_in_process() -> Iterator[NVCFEmulator]:
+    """An emulator that is never started: it is reached through ``emu_in_process.transport`` only."""
+    emulator = NVCFEmulator()
+    yield emulator
+    emulator.stop()

@@ -223,7 +223,7 @@ def test_one_file_requests_upload_in_parallel_and_come_out_in_order(tmp_path: Pa
         )
         cli.start()
         try:
-            overlapped = emu.wait_for_uploads_in_flight(2, timeout=120)  # a safety net: it returns at once when they do
+            overlapped = emu.wait_uploads_in_flight(2, timeout=120)  # a safety net: it returns at once when they do
         finally:
             emu.release_uploads()
             cli.join()

@@ -171,7 +171,7 @@ def test_a_signal_while_uploads_are_in_flight_finishes_them_and_records_them(tmp
         )
         assert proc.stderr is not None
         try:
-            assert emu.wait_for_uploads_in_flight(3, timeout=HANG_GUARD_S)
+            assert emu.wait_uploads_in_flight(3, timeout=HANG_GUARD_S)
             proc.send_signal(signal.SIGTERM)
             _read_until(proc.stderr.fileno(), b"uploads in progress")  # it has the signal and waits for them
         finally:
