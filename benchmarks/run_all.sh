@@ -11,3 +11,4 @@ python bench_photo.py "${quick[@]}"
 python bench_av.py "${quick[@]}"
 python bench_upload.py "${quick[@]}"
 python bench_resume.py "${quick[@]}"
+python bench_disk.py
