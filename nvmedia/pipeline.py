@@ -636,12 +636,28 @@ def run(
                 # Planned requests whose delivery has started, oldest first. A request leaves it only
                 # once yielded, so an interruption finds every upload started in here.
                 pending: deque[tuple[list[Item], list[Future[None]]]] = deque()
+                position = unplanned = 0  # the group being planned; the first not handed to delivery
+                taken: dict[int, Item] = {}  # its items taken so far
+
+                def finished_item(index: int) -> Item | None:
+                    """The worker's result for a source if it is already there (never waits)."""
+                    if index in taken:
+                        return taken[index]
+                    b = batch_of[index]
+                    if b not in results:
+                        ready = workers.finished(b)
+                        if ready is None:
+                            return None
+                        results[b] = ready
+                    return results[b][index - cut[b].start]
+
                 try:
                     # Workers run at most `lookahead` items ahead of the request being planned, and
                     # at most `lookahead` requests wait on uploads, so memory stays flat over a large
                     # folder (each item may hold its base64 or its data URI).
                     submitted = 0
-                    for indexes in groups:
+                    for position, indexes in enumerate(groups):
+                        taken.clear()
                         signals.checkpoint()
                         while submitted < len(cut) and cut[submitted].start <= max(indexes) + lookahead:
                             workers.submit(submitted, cut[submitted])
@@ -649,10 +665,13 @@ def run(
                         for kept_items in kept.before(sources[indexes[0]].group) if kept is not None else ():
                             pending.append((kept_items, []))
                             yield from _ready(pending, lookahead, settings, workdir)
-                        items = [piece for i in indexes for piece in take(i).expanded()]
+                        for i in indexes:
+                            taken[i] = take(i)
+                        items = [piece for i in indexes for piece in taken[i].expanded()]
                         _plan_group(items, settings)
                         started: list[Future[None]] = []
                         pending.append((items, started))
+                        unplanned = position + 1
                         _start_delivery(items, settings, delivery, uploads, started)
                         yield from _ready(pending, lookahead, settings, workdir)
                     for kept_items in kept.before(None) if kept is not None else ():
@@ -670,6 +689,19 @@ def run(
                     uploads.close()
                     while pending:
                         yield _salvage(*pending.popleft(), settings, workdir)
+                    # Sources the workers had finished are recorded too, as far as they need no upload.
+                    for indexes in groups[unplanned:]:
+                        done_items = [finished_item(i) for i in indexes]
+                        if any(it is None for it in done_items):
+                            break
+                        for kept_items in kept.before(sources[indexes[0]].group) if kept is not None else ():
+                            yield _salvage(kept_items, [], settings, workdir)
+                        items = [piece for it in done_items if it is not None for piece in it.expanded()]
+                        _plan_group(items, settings)
+                        for it in items:
+                            if it.ok and it.delivery == "inline":
+                                _deliver_inline(it, settings)
+                        yield _salvage(items, [], settings, workdir)
                     # The earlier manifest's records still ahead were complete: an interrupted
                     # --resume run keeps them too, so its manifest never holds less than before.
                     for kept_items in kept.before(None) if kept is not None else ():

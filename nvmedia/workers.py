@@ -105,6 +105,17 @@ class Workers(Generic[T]):
                 self._lose_pool()
         return [self._run_alone(index) for index in indexes]
 
+    def finished(self, key: int) -> list[T] | None:
+        """The results of batch ``key`` if its worker has already delivered them, else None (never waits)."""
+        entry = self._batches.get(key)
+        if entry is None or entry[1] is None:
+            return None
+        future = entry[1]
+        if not future.done() or future.cancelled() or future.exception() is not None:
+            return None
+        del self._batches[key]
+        return future.result()
+
     def terminate(self) -> None:
         """Stop now: drop the batches not started, and kill the worker processes (and their ffmpeg).
 

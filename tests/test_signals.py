@@ -21,6 +21,7 @@ import wave
 from pathlib import Path
 
 import pytest
+from rerun_support import age
 from support import CORPUS
 
 from nvmedia.testing import NVCFEmulator
@@ -182,3 +183,29 @@ def test_a_signal_while_uploads_are_in_flight_finishes_them_and_records_them(tmp
         assert [Path(r["source"]).name for r in records] == ["memo0.wav", "memo1.wav", "memo2.wav"]
         assert all(r["status"] == "ok" and r["delivery"] == "asset" for r in records)
         assert {r["asset_id"] for r in records} == {a.asset_id for a in emu.assets(KEY)}
+
+
+def test_an_interrupted_resume_keeps_the_earlier_records_it_had_not_reached(tmp_path: Path) -> None:
+    # The earlier manifest's records past the interruption were complete: losing them would leave
+    # the manifest holding less than before the resumed run started.
+    folder, names, env = _held_run(tmp_path)
+    age(folder)  # files modified long before the run are compared by size and mtime (README, --resume)
+    out = tmp_path / "m.jsonl"
+    args = [sys.executable, "-m", "nvmedia", "prepare", str(folder), "--dry-run", "--mode", "asset", "-j", "2"]
+    unheld = {k: v for k, v in env.items() if k != "NVMEDIA_TEST_WORKER_HOLD"}
+    subprocess.run([*args, "-o", str(out)], env=unheld, check=False, capture_output=True, timeout=HANG_GUARD_S)
+    full = out.read_text().splitlines()
+    assert len(full) == 16
+    out.write_text("".join(line + "\n" for i, line in enumerate(full) if not 4 <= i <= 12))  # 4..12 to redo
+
+    proc = subprocess.Popen(
+        [*args, "-o", str(out), "--resume"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stderr is not None
+    _read_until(proc.stderr.fileno(), b"05-broken.png: corrupt_media: ")  # 4..11 are done; 12 is held
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=HANG_GUARD_S)
+
+    assert proc.returncode == 143, stderr
+    written = [Path(json.loads(line)["source"]).name for line in out.read_text().splitlines()]
+    assert written == names[:12] + names[13:]
