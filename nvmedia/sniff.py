@@ -7,7 +7,9 @@ between audio and video once probed.
 
 When no signature matches (plain text or unrecognised bytes), ``sniff_path`` asks
 Pillow before calling a file "not media": the formats registered for the file's
-extension first, then every other registered opener, in Pillow's own order. That
+extension first, then every other registered opener (those that check a
+signature before those that do not, each by name, whatever order Pillow's
+plugins happened to be imported in). That
 is how PNM (PBM/PGM/PPM/PAM/PFM), PCX, SGI, ICNS, XBM/XPM, FITS, Sun raster and
 the rest of Pillow's formats are found, text-like ones (ASCII PNM, XBM) included.
 Pillow's signature-less readers (Targa, Spider, IFUNC, IM Tools, IPTC, PhotoCD)
@@ -336,7 +338,9 @@ def _ask_pillow(path: Path) -> Sniffed | None:
     Image.init()
     suffix = path.suffix.lower()
     named = [fmt for ext, fmt in Image.registered_extensions().items() if ext == suffix and fmt in Image.OPEN]
-    others = [fmt for fmt in Image.ID if fmt not in named]
+    # Image.ID's order is the order plugins happened to be imported in; a fixed one keeps answers stable:
+    # readers that check a signature first, the signature-less ones last.
+    others = sorted((fmt for fmt in Image.OPEN if fmt not in named), key=lambda fmt: (Image.OPEN[fmt][1] is None, fmt))
     for fmt in named + others:
         if fmt in PILLOW_NOT_ASKED:
             continue
