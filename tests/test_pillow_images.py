@@ -32,6 +32,12 @@ TREE = sorted(p for p in PILLOW.rglob("*") if p.is_file() and p.name != "LICENSE
 ACCEPTED_MIMES = {"image/png", "image/jpeg", "image/webp"}
 
 
+def _values(im: Image.Image) -> list[Any]:
+    """A single-band image's pixel values (``getdata`` is deprecated from Pillow 13, its successor is new there)."""
+    flattened = getattr(im, "get_flattened_data", None)
+    return list(flattened() if flattened is not None else im.getdata())
+
+
 def _prepare(paths: list[Path], out: Path, *extra: str) -> tuple[int, list[dict[str, Any]]]:
     manifest = out / "manifest.jsonl"
     code = main(["prepare", *map(str, paths), "--dry-run", "--keep", str(out / "kept"), "-o", str(manifest), *extra])
@@ -101,8 +107,8 @@ def test_a_16bit_pgm_is_scaled_not_clamped(tmp_path: Path) -> None:
     assert code == 0 and record["input"]["mime"] == "image/x-portable-anymap"
     with Image.open(PILLOW / "hopper_16bit.pgm") as src, Image.open(record["kept"]) as out:
         assert src.mode == "I" and src.getextrema() == (0, 65535)
-        wide = [int(v) for v in src.getdata()]
-        narrow = [int(v) for v in out.getdata()]
+        wide = [int(v) for v in _values(src)]
+        narrow = [int(v) for v in _values(out)]
     assert out.mode == "L"
     assert max(abs(w / 257 - n) for w, n in zip(wide, narrow, strict=True)) <= 1, "65535 maps to 255, not to white"
 
@@ -293,12 +299,12 @@ def _is_upright(source: Path, output: Path) -> bool:
     small = _thumbnail(upright)
     with Image.open(output) as out:
         out.load()
-        seen, size = _normalised([float(v) for v in _thumbnail(out).getdata()]), out.size
+        seen, size = _normalised([float(v) for v in _values(_thumbnail(out))]), out.size
     distances = []
     for number, turn in enumerate(_ORIENTATIONS):
         candidate = small if turn is None else small.transpose(turn)
         shape = (height, width) if number >= 4 else (width, height)  # the last four swap the sides
-        mine = _normalised([float(v) for v in candidate.getdata()])
+        mine = _normalised([float(v) for v in _values(candidate)])
         distance = sum((x - y) ** 2 for x, y in zip(mine, seen, strict=True)) / len(seen)
         distances.append(distance + (0.0 if _same_shape(shape, size) else 100.0))
     best = min(distances)
