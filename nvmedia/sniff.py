@@ -25,7 +25,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 Kind = Literal["image", "audio", "video"]
 
@@ -341,32 +341,33 @@ def _ask_pillow(path: Path) -> Sniffed | None:
     # Image.ID's order is the order plugins happened to be imported in; a fixed one keeps answers stable:
     # readers that check a signature first, the signature-less ones last.
     others = sorted((fmt for fmt in Image.OPEN if fmt not in named), key=lambda fmt: (Image.OPEN[fmt][1] is None, fmt))
-    for fmt in named + others:
-        if fmt in PILLOW_NOT_ASKED:
-            continue
-        weak = Image.OPEN[fmt][1] is None and fmt not in named
-        if _pillow_opens(path, fmt, decode=weak):
-            return _pillow_sniffed(fmt)
+    with path.open("rb") as fh:
+        for fmt in named + others:
+            if fmt in PILLOW_NOT_ASKED:
+                continue
+            weak = Image.OPEN[fmt][1] is None and fmt not in named
+            fh.seek(0)
+            if _pillow_opens(fh, fmt, decode=weak):
+                return _pillow_sniffed(fmt)
     return None
 
 
-def _pillow_opens(path: Path, fmt: str, *, decode: bool) -> bool:
-    """Whether Pillow's ``fmt`` reader takes ``path`` (and, with ``decode``, decodes it)."""
+def _pillow_opens(fh: BinaryIO, fmt: str, *, decode: bool) -> bool:
+    """Whether Pillow's ``fmt`` reader takes the file (and, with ``decode``, decodes it); ``fh`` stays open."""
     from PIL import Image
 
-    with path.open("rb") as fh:
-        try:
-            with Image.open(fh, formats=[fmt]) as im:
-                if decode:
-                    width, height = im.size
-                    if width * height > PILLOW_VERIFY_MAX_PIXELS:
-                        return False
-                    im.load()
-        except Image.DecompressionBombError:
-            # The header parsed and declares an enormous picture: it is this format (the pixel cap says the rest).
-            return not decode
-        except Exception:  # noqa: BLE001 - plugins raise anything at all on bytes that are not theirs
-            return False
+    try:
+        with Image.open(fh, formats=[fmt]) as im:
+            if decode:
+                width, height = im.size
+                if width * height > PILLOW_VERIFY_MAX_PIXELS:
+                    return False
+                im.load()
+    except Image.DecompressionBombError:
+        # The header parsed and declares an enormous picture: it is this format (the pixel cap says the rest).
+        return not decode
+    except Exception:  # noqa: BLE001 - plugins raise anything at all on bytes that are not theirs
+        return False
     return True
 
 
