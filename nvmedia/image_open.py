@@ -3,7 +3,10 @@
 Every image nvmedia reads goes through ``open_image``. It:
 
 - refuses containers Pillow cannot decode (SVG, BPG, JPEG XL, WMF/EMF) with
-  ``unsupported_format`` before Pillow sees a byte;
+  ``unsupported_format`` before Pillow sees a byte, and formats whose decoder
+  needs something missing here (EPS without Ghostscript, FlashPix and Image
+  Composer without olefile, BUFR/GRIB/HDF5 without a registered handler) with
+  ``unsupported_format`` and a hint naming what is missing;
 - registers pillow-heif's HEIF opener once, lazily, only when a HEIF file shows up;
 - restricts Pillow to the decoder(s) matching what the sniffer saw, so a file is
   never decoded by a plugin it does not belong to;
@@ -50,7 +53,8 @@ _NO_DECODER: dict[str, str] = {
     "emf": "Enhanced Metafiles are vector drawings with no decoder outside Windows; export the drawing to PNG first",
 }
 
-# Which Pillow plugins may decode a sniffed container (None: let Pillow try them all).
+# Which Pillow plugins may decode a sniffed container. A container missing here is one the sniffer
+# took from Pillow's own answer (``ppm``, ``sgi``, ``icns``...): the Pillow format of that name decodes it.
 _PILLOW_FORMATS: dict[str, tuple[str, ...]] = {
     "png": ("PNG",),
     "jpeg": ("JPEG", "MPO"),
@@ -68,6 +72,13 @@ _PILLOW_FORMATS: dict[str, tuple[str, ...]] = {
     "dds": ("DDS",),
     "tga": ("TGA",),
 }
+
+_STUB_FORMATS = {
+    "bufr": ("BufrStubImagePlugin", "BufrStubImageFile"),
+    "grib": ("GribStubImagePlugin", "GribStubImageFile"),
+    "hdf5": ("Hdf5StubImagePlugin", "HDF5StubImageFile"),
+}
+"""Formats Pillow only identifies: decoding them needs a handler the application registers."""
 
 _ORIENTATION_TAG = 0x0112
 
@@ -105,6 +116,52 @@ def _register_heif() -> None:
 
             pillow_heif.register_heif_opener()
             _heif_registered = True
+
+
+def _pillow_formats(container: str) -> tuple[str, ...] | None:
+    """The Pillow plugins allowed to decode ``container`` (None: any of them)."""
+    formats = _PILLOW_FORMATS.get(container)
+    if formats is not None:
+        return formats
+    from PIL import Image
+
+    Image.init()
+    named = tuple(fmt for fmt in Image.ID if fmt.lower() == container)
+    return named or None
+
+
+def _missing_delegate(container: str) -> tuple[str, str] | None:
+    """``(what is missing, what to do)`` when decoding ``container`` needs something this machine lacks."""
+    if container == "eps":
+        from PIL import EpsImagePlugin
+
+        if not EpsImagePlugin.has_ghostscript():
+            return (
+                "Pillow rasterises PostScript with Ghostscript, and no Ghostscript (`gs`) is on PATH",
+                "install Ghostscript (for example `apt install ghostscript` or `brew install ghostscript`), "
+                "or convert the file to PNG first",
+            )
+    elif container in ("fpx", "mic"):
+        import importlib.util
+
+        if importlib.util.find_spec("olefile") is None:
+            return (
+                "Pillow reads FlashPix and Image Composer files through the olefile package, which is not installed",
+                "`pip install olefile`, or convert the file to PNG first",
+            )
+    elif container in _STUB_FORMATS:
+        import importlib
+
+        module, name = _STUB_FORMATS[container]
+        stub = getattr(importlib.import_module(f"PIL.{module}"), name)
+        if getattr(stub, "_handler", None) is None:
+            return (
+                f"Pillow only identifies {container.upper()} data; decoding it needs a handler registered with "
+                f"PIL.{module}.register_handler(), and none is",
+                f"{container.upper()} holds scientific data rather than a picture: render it to PNG first with a "
+                "tool that reads it",
+            )
+    return None
 
 
 def _describe(sniffed: Sniffed) -> str:
@@ -340,12 +397,19 @@ def open_image(path: Path, sniffed: Sniffed, *, max_pixels: int) -> Iterator[Ima
             code="unsupported_format",
             hint=hint,
         )
+    missing = _missing_delegate(sniffed.container)
+    if missing is not None:
+        raise MediaError(
+            f"{path.name}: {_describe(sniffed)} ({sniffed.mime}) cannot be decoded here: {missing[0]}",
+            code="unsupported_format",
+            hint=missing[1],
+        )
     if sniffed.container in ("heif", "avif"):
         _register_heif()
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
         # A caller asked for a higher cap than Pillow's default: honour it (our own check still runs).
         Image.MAX_IMAGE_PIXELS = max_pixels
-    formats = _PILLOW_FORMATS.get(sniffed.container)
+    formats = _pillow_formats(sniffed.container)
 
     _quiet_pillow()
     with path.open("rb") as fh:

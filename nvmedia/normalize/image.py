@@ -9,8 +9,7 @@ send. The steps, in the order they are tried:
    that may pass through, the decode runs at 1/8 scale: libjpeg still reads
    every coefficient, so truncation is caught at a fraction of the cost.
 2. **Passthrough.** A file whose container the profile accepts (PNG, JPEG,
-   WEBP), single-frame, upright (orientation 1 or none, EXIF or XMP), not
-   CMYK, within ``profile.max_image_pixels``, without a huge ICC profile, and
+   WEBP), single-frame, upright, not CMYK, within ``profile.max_image_pixels``, without a huge ICC profile, and
    (with a budget) whose base64 length is under ``options.fit_chars``, is sent
    as it is: ``NormalizedMedia(path=source, actions=[])``, byte for byte.
 3. **Lossless metadata strip.** The same file carrying EXIF, XMP, IPTC,
@@ -26,6 +25,16 @@ send. The steps, in the order they are tried:
    matches the output colour space, except one larger than 64 KiB: the pixels
    are then converted to sRGB and the profile dropped (``icc-to-srgb``), since
    such profiles can outweigh the image and the endpoint assumes sRGB anyway.
+
+**One rule for orientation**: the orientation applied is the one Pillow's
+``getexif()`` reports once the image is loaded, whatever carries it (EXIF APP1,
+PNG ``eXIf`` or a ``tEXt``/``zTXt``/``iTXt`` chunk holding raw EXIF, an
+ImageMagick ``Raw profile type exif`` or XMP, WEBP EXIF/XMP chunks, XMP
+``tiff:Orientation``, TIFF tags, AVIF ``irot``/``imir``); a file whose
+orientation is not 1 is never passed through, with or without its metadata.
+pillow-heif applies HEIF ``irot``/``imir`` itself and reports 1, and Pillow
+turns a TIFF upright while decoding it. A PNG is judged before any decode only
+when none of its chunks can carry an orientation (``png_may_be_turned``).
 
 Output-format rule for re-encoding (first one the profile accepts):
 
@@ -85,7 +94,13 @@ from ..profiles import Profile
 from ..sniff import Sniffed
 from ..wire import b64_len
 from . import NormalizedMedia, NormalizeOptions
-from .metadata import MalformedContainerError, png_is_intact_and_plain, strip_metadata, webp_is_lossless
+from .metadata import (
+    MalformedContainerError,
+    png_is_intact_and_plain,
+    png_may_be_turned,
+    strip_metadata,
+    webp_is_lossless,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -894,7 +909,7 @@ def _verified_png_passthrough(
     None when the structure check fails or the bytes cannot be sent as they are: the full decode then decides.
     """
     data = source.read_bytes()
-    if not png_is_intact_and_plain(data):
+    if not png_is_intact_and_plain(data) or png_may_be_turned(data):
         return None
     passthrough = _lossless_bytes(source, sniffed, options, data)
     if passthrough is None:

@@ -15,8 +15,10 @@ What is kept, per format (everything else is dropped):
 - PNG: the critical chunks, ``tRNS``, the colour chunks (``cHRM``, ``gAMA``,
   ``iCCP``, ``sBIT``, ``sRGB``, ``cICP``, ``mDCV``, ``cLLI``), ``bKGD``,
   ``pHYs``, ``sPLT``, ``hIST`` and the APNG chunks. ``tEXt``, ``zTXt``,
-  ``iTXt``, ``eXIf``, ``tIME`` and any unknown ancillary chunk go (private
-  chunks such as C2PA ``caBX`` can carry personal data).
+  ``iTXt`` (comments, XMP, and the raw EXIF/IPTC/XMP profiles ImageMagick
+  writes as ``Raw profile type exif``/``iptc``/``xmp`` text), ``eXIf``,
+  ``tIME`` and any unknown ancillary chunk go (private chunks such as C2PA
+  ``caBX`` can carry personal data).
 - WEBP: ``VP8X``, ``ICCP``, ``ANIM``, ``ANMF``, ``ALPH``, ``VP8 ``, ``VP8L``;
   ``EXIF``, ``XMP `` and unknown chunks go, and the VP8X flags are cleared to match.
 
@@ -32,6 +34,8 @@ import struct
 
 __all__ = [
     "MalformedContainerError",
+    "PNG_ORIENTATION_KEYWORDS",
+    "png_may_be_turned",
     "strip_jpeg",
     "strip_metadata",
     "strip_png",
@@ -217,6 +221,37 @@ def png_is_intact_and_plain(data: bytes) -> bool:
             return end == size
         pos = end
     return False
+
+
+_PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+PNG_ORIENTATION_KEYWORDS = (b"exif", b"Raw profile type exif", b"XML:com.adobe.xmp")
+"""Text keywords Pillow reads an orientation from: raw EXIF, ImageMagick's hex EXIF profile, and XMP."""
+
+
+def png_may_be_turned(data: bytes) -> bool:
+    """True when Pillow may report an orientation other than 1 for this PNG, judging from its chunks alone.
+
+    Pillow's ``getexif()`` reads a PNG's orientation from an ``eXIf`` chunk (before or after the pixels)
+    or from a ``tEXt``/``zTXt``/``iTXt`` chunk whose keyword is one of ``PNG_ORIENTATION_KEYWORDS``, and
+    nowhere else. A PNG with none of these reports 1 once loaded, so it can be judged without a decode;
+    anything else (or a chunk structure that cannot be walked) answers True and the decode decides.
+    """
+    if not data.startswith(_PNG_SIGNATURE):
+        return True
+    pos, size = len(_PNG_SIGNATURE), len(data)
+    while pos + 8 <= size:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        ctype = data[pos + 4 : pos + 8]
+        if ctype == b"eXIf":
+            return True
+        if ctype in _PNG_TEXT_CHUNKS:
+            keyword = data[pos + 8 : pos + 8 + min(length, 80)].split(b"\0", 1)[0]
+            if keyword in PNG_ORIENTATION_KEYWORDS:
+                return True
+        if ctype == b"IEND":
+            return False
+        pos += 12 + length
+    return True
 
 
 def strip_png(data: bytes, *, keep_icc: bool = True) -> bytes:

@@ -10,8 +10,12 @@ Rules, in order:
 3. **Passthrough** when the container is one the profile lists and the codecs
    satisfy it (default profile: MP4 with H.264 4:2:0 and AAC or no audio), no
    rotation is pending, the short side is within ``max_video_lines`` and, in
-   inline mode, it fits, and no location is in its metadata (a located clip is
-   remuxed with metadata dropped: ``strip-location``). Where the ``moov`` box sits does not matter for
+   inline mode, it fits, and it carries nothing but its picture and sound: a
+   clip with tags (title, dates, place, device, encoder), chapters, or any
+   stream besides the video and audio sent (subtitles, timecode and other data
+   tracks such as GoPro ``gpmd`` or ``camm`` location tracks, cover pictures,
+   attachments) is remuxed with all of that dropped (``strip-metadata``), unless
+   ``options.keep_metadata``. Where the ``moov`` box sits does not matter for
    passthrough: the file is uploaded or inlined whole, never streamed
    progressively, so rewriting it to move ``moov`` would only cost bytes-identity.
 4. **Remux before transcode**: streams that are acceptable as they are get
@@ -24,6 +28,10 @@ Rules, in order:
    video is always re-encoded upright), the short side is scaled down to
    ``max_video_lines`` (``scale``; 4K becomes 1080p), an audio-less video stays
    audio-less, timestamps are kept (variable frame rate is not padded out).
+   Whatever ffmpeg writes carries only the video and audio streams it maps,
+   with no global or stream metadata, no chapters and no encoder name
+   (``-map_metadata -1 -map_chapters -1 -fflags +bitexact``) unless
+   ``options.keep_metadata``; the display rotation is applied to the pixels.
 6. Inline mode (``options.fit_chars``): when the result does not fit, a ladder
    of sizes (720, 480, 360, 240, 144 lines) with a bitrate computed from the
    budget and the duration is walked; when even the smallest cannot carry a
@@ -40,7 +48,7 @@ from typing import Any
 from .. import ffmpeg as ff
 from ..errors import MediaError
 from ..probe import MediaInfo
-from ..probe_av import probe_av, with_digest
+from ..probe_av import open_container, probe_av, with_digest
 from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
 from ..validate import validate_av
@@ -70,6 +78,11 @@ INLINE_AUDIO_KBPS = 32
 INLINE_MARGIN = 0.92
 """Share of the byte budget given to the encoder's bitrate target (rate control overshoots a little)."""
 INLINE_TRIES_PER_RUNG = 3
+
+PLAIN_CONTAINER_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
+PLAIN_STREAM_TAGS = frozenset({"language", "handler_name", "vendor_id", "encoder", "duration"})
+"""Tags (lower-cased) that say nothing about anyone: the file type, the muxing software, the codec's name
+in the sample entry, a track's language and handler, Matroska's track duration."""
 
 
 @dataclass
@@ -120,9 +133,9 @@ def normalize_video(
     audio_ok = _audio_acceptable(info, profile)
     container_ok = CONTAINER_NAMES.get(sniffed.container) in profile.video_formats
     fits = limit is None or b64_len(info.bytes) < limit
-    # Phones write where a clip was shot into its metadata: like image GPS, it is not sent unless asked.
-    located = bool(info.extra.get("location_tags")) and not options.keep_metadata
-    if container_ok and video_ok and audio_ok and trim is None and fits and not located:
+    # Phones and cameras write where, when and with what a clip was shot: like image EXIF, it is not sent unless asked.
+    stripping = not options.keep_metadata and bool(_carried_metadata(source, sniffed, info))
+    if container_ok and video_ok and audio_ok and trim is None and fits and not stripping:
         return NormalizedMedia(path=source, info=with_digest(source, info), actions=[], warnings=warnings)
 
     copy_video = video_ok and info.video_codec in MP4_VIDEO_CODECS
@@ -135,12 +148,27 @@ def normalize_video(
     )
     if not copy_video:
         plan.copy_audio = copy_audio = copy_audio and info.audio_codec == "aac"
-    _describe(plan, info, trim, located)
+    _describe(plan, info, trim, stripping)
     output, out_info = _run(source, sniffed, info, plan, trim, length, options)
     if limit is not None and b64_len(out_info.bytes) >= limit:
         output.unlink()
-        output, out_info, plan = _fit_inline(source, sniffed, info, profile, trim, length, limit, options, located)
+        output, out_info, plan = _fit_inline(source, sniffed, info, profile, trim, length, limit, options, stripping)
     return NormalizedMedia(path=output, info=out_info, actions=plan.actions, warnings=warnings)
+
+
+def _carried_metadata(source: Path, sniffed: Sniffed, info: MediaInfo) -> list[str]:
+    """What the clip carries besides the picture and sound sent (``['tag location', 'data stream 2']``, or [])."""
+    sent = {info.extra.get("video_index"), info.extra.get("audio_index")}
+    with open_container(source, sniffed) as container:
+        found = [f"tag {key}" for key in container.metadata if key.lower() not in PLAIN_CONTAINER_TAGS]
+        for stream in container.streams:
+            if stream.index not in sent:
+                found.append(f"{stream.type} stream {stream.index}")
+                continue
+            found += [f"stream {stream.index} tag {k}" for k in stream.metadata if k.lower() not in PLAIN_STREAM_TAGS]
+        if container.chapters():
+            found.append("chapters")
+    return found
 
 
 def _upright(info: MediaInfo) -> tuple[int, int]:
@@ -178,10 +206,10 @@ def _even(value: float) -> int:
     return max(2, int(value + 1e-6) // 2 * 2)
 
 
-def _describe(plan: _Plan, info: MediaInfo, trim: float | None, located: bool) -> None:
+def _describe(plan: _Plan, info: MediaInfo, trim: float | None, stripping: bool) -> None:
     actions = [f"trim:{trim:g}"] if trim is not None else []
-    if located:
-        actions.append("strip-location")
+    if stripping:
+        actions.append("strip-metadata")
     if plan.copy_video:
         actions.append("remux:mp4")
     else:
@@ -217,9 +245,9 @@ def _run(
     def node(url: str) -> Any:
         inp = ff.input_stream(source, sniffed.ffmpeg_format, **in_options)
         video = inp[str(vindex) if isinstance(vindex, int) else "v:0"]
-        options: dict[str, Any] = {"f": "mp4", "movflags": "+faststart", "map_chapters": -1}
+        options: dict[str, Any] = {"f": "mp4", "movflags": "+faststart"}
         if not keep_metadata:
-            options["map_metadata"] = -1
+            options.update({"map_metadata": -1, "map_chapters": -1, "fflags": "+bitexact"})
         if plan.copy_video:
             options["c:v"] = "copy"
         else:
@@ -264,7 +292,7 @@ def _fit_inline(
     length: float,
     limit: int,
     options: NormalizeOptions,
-    located: bool,
+    stripping: bool,
 ) -> tuple[Path, MediaInfo, _Plan]:
     """Walk the size ladder until the output's base64 is under ``limit``."""
     budget_bytes = (limit - 1) // 4 * 3
@@ -295,7 +323,7 @@ def _fit_inline(
                 audio_channels=1,
                 audio_rate=min(info.sample_rate or 44_100, 44_100),
             )
-            _describe(plan, info, trim, located)
+            _describe(plan, info, trim, stripping)
             output, out_info = _run(source, sniffed, info, plan, trim, length, options)
             chars = b64_len(out_info.bytes)
             if chars < limit:
