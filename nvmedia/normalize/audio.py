@@ -2,11 +2,14 @@
 
 Rules, in order:
 
-1. The file is validated first (full decode, see ``validate.py``); its decoded
-   length is trusted over the header. Zero samples is ``empty``; a silent track
+1. The file is validated first (full decode, or up to just past the limit,
+   see ``validate.py``); its decoded length is trusted over the header. Zero samples is ``empty``; a silent track
    only adds a warning.
 2. Longer than ``profile.max_audio_s``: ``too_long``, unless ``options.trim_s``
-   asks for the first N seconds (N within the limit).
+   asks for the first N seconds (N within the limit). A header that records an
+   exact length (WAV data size, FLAC sample count, MP3 Xing frame count, MP4
+   sample tables) refuses it before any decoding; otherwise decoding stops as
+   soon as it passes the limit ("at least N s").
 3. **Passthrough** (the source's bytes, no actions) for a WAV or MP3 the profile
    lists, with a sample rate in ``[min_sample_rate, max_sample_rate]``, at most
    two channels, linear PCM (8, 16 or 24-bit) for WAV with real header sizes,
@@ -27,7 +30,10 @@ Rules, in order:
    and the output carries no tag at all: no global or stream metadata, no
    encoder name (``-fflags +bitexact``), no ID3 tag in an MP3, no ``LIST`` chunk
    in a WAV, unless ``options.keep_metadata`` asks for the source's tags.
-5. Inline mode (``options.fit_chars``): if that output does not fit, an MP3
+5. Every output is read back before it is reported (``validate.check_output``):
+   it holds samples and lasts as long as what was converted (within the
+   validation tolerance), else ``empty`` / ``ffmpeg_failed``.
+6. Inline mode (``options.fit_chars``): if that output does not fit, an MP3
    ladder is walked (lower bitrates, then 8 kHz), sizes predicted from the
    duration so that only candidates that can fit are encoded; when even the
    smallest cannot fit, ``cannot_fit_inline``.
@@ -45,11 +51,11 @@ from ..probe import MediaInfo
 from ..probe_av import probe_av, with_digest
 from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
-from ..validate import validate_av, wav_data_chunk
+from ..validate import Validation, check_output, exact_duration, validate_av, wav_data_chunk
 from ..wire import b64_len
 from . import NormalizedMedia, NormalizeOptions
 from .audio_metadata import audio_rewrite, write_rewrite
-from .limits import check_duration, exceeds
+from .limits import check_duration, decode_limit, exceeds
 from .metadata import MalformedContainerError
 
 PASSTHROUGH_WAV_CODECS = frozenset({"pcm_s16le", "pcm_s24le", "pcm_u8"})
@@ -109,13 +115,17 @@ def normalize_audio(
         MediaError: ``empty``, ``corrupt_media``, ``too_long`` or ``cannot_fit_inline``.
         ProcessingError: ffmpeg failed or timed out.
     """
-    validation = validate_av(source, sniffed, info)
+    max_s = profile.max_audio_s
+    splitting = options.split_long_audio and options.trim_s is None and max_s is not None
+    validation = _validate_within(source, sniffed, info, max_s, whole=splitting, refuse=options.trim_s is None)
     duration = validation.decoded_s
     warnings = list(validation.warnings)
-    max_s = profile.max_audio_s
-    if options.split_long_audio and options.trim_s is None and max_s is not None and exceeds(duration, max_s):
+    if splitting and exceeds(duration, max_s):
+        assert max_s is not None
         return _split(source, sniffed, info, profile, options, duration, max_s, warnings)
-    trim = check_duration(source, "audio", duration, max_s, options.trim_s)
+    trim = check_duration(
+        source, "audio", duration, max_s, options.trim_s, basis="decoded" if validation.complete else "at-least"
+    )
     length = trim if trim is not None else duration
     if trim is None and _passes_through(source, sniffed, info, profile):
         as_it_is = _as_it_is(source, sniffed, info.replace(duration_s=duration), options)
@@ -127,6 +137,25 @@ def normalize_audio(
         source, sniffed, info, profile, options, (rate, channels), 0.0, trim, length
     )
     return NormalizedMedia(path=output, info=out_info, actions=_actions(info, chosen, trim), warnings=warnings)
+
+
+def _validate_within(
+    source: Path, sniffed: Sniffed, info: MediaInfo, max_s: float | None, *, whole: bool, refuse: bool
+) -> Validation:
+    """Validate ``source``, reading no more of it than the limit ``max_s`` needs.
+
+    Audio over the limit is refused from its header's exact length when there is one (``refuse``) and
+    otherwise decoded only until it passes the limit (a 10-hour FLAC is not decoded for 30 s to be refused);
+    ``whole`` (splitting) decodes it all.
+
+    Raises:
+        MediaError: ``too_long`` from the header, or validation's ``empty``/``corrupt_media``.
+    """
+    if refuse and not whole:
+        exact = exact_duration(source, sniffed, info)
+        if exact is not None:
+            check_duration(source, "audio", exact, max_s, None, basis="header")
+    return validate_av(source, sniffed, info, stop_after_s=None if whole else decode_limit(max_s))
 
 
 def _target(info: MediaInfo, profile: Profile, warnings: list[str]) -> tuple[int, int]:
@@ -333,6 +362,7 @@ def _encode(
 
     try:
         ff.run_to_file(node, output, timeout_s=ff.timeout_for(length, per_second=AUDIO_TIMEOUT_PER_S))
+        check_output(output, source, "audio", length)  # never ok with no samples, or cut short
     except BaseException:
         output.unlink(missing_ok=True)
         raise

@@ -904,13 +904,29 @@ def _what(facts: _Facts) -> str:
 def _verified_png_passthrough(
     source: Path, facts: _Facts, sniffed: Sniffed, options: NormalizeOptions
 ) -> NormalizedMedia | None:
-    """Passthrough (or lossless strip) of a PNG proven intact by its chunk lengths and CRCs, without a decode.
+    """Passthrough (or lossless strip) of a PNG proven to decode without a full decode: chunk lengths and CRCs,
+    and the IDAT stream inflated to exactly the scanlines the header implies (``png_is_intact_and_plain``).
 
-    None when the structure check fails or the bytes cannot be sent as they are: the full decode then decides.
+    None when that is not proven or the bytes cannot be sent as they are: the full decode then decides.
+
+    Raises:
+        MediaError: ``corrupt_media`` when the chunks are intact but the pixel data does not decode (a
+            decoder may still show such a file, with rows missing; the service may not).
     """
+    from .metadata import CorruptPixelDataError
+
     data = source.read_bytes()
-    if not png_is_intact_and_plain(data) or png_may_be_turned(data):
-        return None
+    try:
+        if not png_is_intact_and_plain(data):
+            return None
+    except CorruptPixelDataError as exc:
+        raise MediaError(
+            f"{source.name}: the PNG's pixel data does not decode: {exc}",
+            code="corrupt_media",
+            hint="the image is damaged; re-export or re-download it",
+        ) from None
+    if png_may_be_turned(data):
+        return None  # an orientation may ride in its chunks: the decode decides
     passthrough = _lossless_bytes(source, sniffed, options, data)
     if passthrough is None:
         return None
