@@ -105,7 +105,11 @@ def _settings(
     keep_metadata: bool,
     trim_s: float | None,
     split_long_audio: bool,
+    fetch_urls: bool = False,
+    url_allow: Sequence[str] = (),
 ) -> Settings:
+    from .fetch import FetchPolicy
+
     settings = Settings(
         mode=mode,
         profile=get_profile(profile),
@@ -123,6 +127,7 @@ def _settings(
         keep_metadata=keep_metadata,
         trim_s=trim_s,
         split_long_audio=split_long_audio,
+        fetch=FetchPolicy(allow=tuple(url_allow)) if fetch_urls else None,
     )
     if jobs is not None:
         settings.jobs = jobs
@@ -149,6 +154,8 @@ def prepare(
     keep_metadata: bool = False,
     trim_s: float | None = None,
     split_long_audio: bool = False,
+    fetch_urls: bool = False,
+    url_allow: Sequence[str] = (),
     on_error: OnError = "raise",
     progress: ProgressFn | None = None,
 ) -> Prepared:
@@ -159,6 +166,9 @@ def prepare(
         mode: ``auto`` (inline when it fits, else upload), ``inline`` (shrink to fit or fail), ``asset``.
         profile: a built-in profile name, a profile file, or a ``Profile``.
         group: ``all`` (default: everything in one request), ``dir`` or ``file``.
+        fetch_urls: fetch ``http(s)://`` sources (off by default: they are refused with ``fetch_blocked``);
+            only public addresses are reached, see ``nvmedia.fetch``.
+        url_allow: host names or CIDRs that fetching may reach although they are not public.
         cache: reuse earlier uploads of the same bytes (``cache_dir`` default: ``$NVMEDIA_CACHE_DIR``
             or the platform's user cache folder).
         on_error: ``raise`` the first item's error (after deleting what was uploaded), or ``keep``
@@ -196,6 +206,8 @@ def prepare(
         keep_metadata=keep_metadata,
         trim_s=trim_s,
         split_long_audio=split_long_audio,
+        fetch_urls=fetch_urls,
+        url_allow=url_allow,
     )
     delivery = Delivery(settings)
     items: list[Item] = []

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
+from .cli_chat import add_fetch_arguments, fetch_policy
 from .errors import ConfigError, NVMediaError
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default="audio_url",
         help="content part for inline audio (default: audio_url)",
     )
+    add_fetch_arguments(prep)
 
     insp = sub.add_parser("inspect", help="what each file is and what prepare would do; nothing is written")
     insp.add_argument("paths", nargs="+", metavar="PATH")
@@ -210,6 +212,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         keep_metadata=args.keep_metadata,
         trim_s=args.trim,
         split_long_audio=args.split_long_audio,
+        fetch=fetch_policy(args),
     )
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
     to_stdout = args.output == "-"

@@ -34,6 +34,7 @@ from .workers import PoolKind, Workers, batches
 if TYPE_CHECKING:
     from .assets import AssetClient
     from .cache import AssetCache
+    from .fetch import FetchPolicy
     from .testing import NVCFEmulator
 
 DEFAULT_ASSETS_URL = "https://api.nvcf.nvidia.com/v2/nvcf/assets"
@@ -80,6 +81,8 @@ class Settings:
     trim_s: float | None = None
     split_long_audio: bool = False
     description: str = "nvmedia upload"
+    fetch: FetchPolicy | None = None
+    """How http(s) sources are fetched; None refuses them (``fetch_urls=False``, no ``--fetch-urls``)."""
 
     @property
     def effective_inline_limit(self) -> int:
@@ -230,10 +233,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _materialize(source: Source, workdir: Path) -> Path:
-    """The path to read: the source's own, or a temp copy of in-memory data."""
+def _materialize(source: Source, workdir: Path, settings: Settings) -> Path:
+    """The path to read: the source's own, or a temp copy of in-memory data or of a fetched URL."""
     if source.path is not None:
         return source.path
+    if source.url is not None:
+        from .fetch import fetch_source
+
+        return fetch_source(source.url, workdir, settings.fetch)
     assert source.data is not None
     fd, name = tempfile.mkstemp(dir=workdir, prefix="input-")
     with os.fdopen(fd, "wb") as fh:
@@ -272,7 +279,7 @@ def normalize_source(source: Source, settings: Settings, workdir: Path, fit_char
         item.status, item.reason = "skipped", source.skip_reason
         return item
     try:
-        path = _materialize(source, workdir)
+        path = _materialize(source, workdir, settings)
         _check_readable(path)
         sniffed = sniff_path(path)
         if not sniffed.is_media:
