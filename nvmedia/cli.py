@@ -1,4 +1,4 @@
-"""The ``nvmedia`` command: ``prepare``, ``inspect``, ``assets``, ``emulator``.
+"""The ``nvmedia`` command: ``prepare``, ``inspect``, ``assets``, ``emulator`` (``chat``, ``batch``: cli_chat.py).
 
 Only argparse and the standard library load at start; the pipeline and its
 heavy dependencies load when a command needs them (``nvmedia --help`` stays fast).
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
-from .cli_chat import add_fetch_arguments, fetch_policy
+from .cli_chat import add_fetch_arguments, add_parsers, cmd_batch, cmd_chat, fetch_policy
 from .errors import ConfigError, NVMediaError
 
 if TYPE_CHECKING:
@@ -123,6 +123,7 @@ def _build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--latency-api", type=float, default=0.0, metavar="S", help="seconds added to each asset-API call")
     emu.add_argument("--latency-upload", type=float, default=0.0, metavar="S", help="seconds added to each upload")
     emu.add_argument("--storage-dir", metavar="DIR", help="where uploaded bytes are kept (default: a temp folder)")
+    add_parsers(sub)
     return parser
 
 
@@ -338,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     commands = {"prepare": _cmd_prepare, "inspect": _cmd_inspect, "assets": _cmd_assets, "emulator": _cmd_emulator}
+    commands |= {"chat": cmd_chat, "batch": cmd_batch}
     try:
         return commands[args.command](args)
     except ConfigError as exc:
