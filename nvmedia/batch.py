@@ -97,32 +97,35 @@ def plan_units(
             "per-input prompts (a JSONL --prompt-file) send one request per input",
             hint="drop --group, or use a text --prompt-file",
         )
-    units: list[Unit] = []
-    grouped: dict[str, tuple[list[str], list[str]]] = {}
-    order: list[str | Unit] = []
+    grouped: dict[str, tuple[list[str], list[str], str]] = {}  # group -> names, inputs, prompt
+    order: list[str | tuple[str, str]] = []  # a group, or a skipped source's (name, reason)
     for source in expand(paths, group):
         reason = source.skip_reason
         if reason is None and not source.explicit and source.path is not None:
             reason = _not_media_reason(source.path)
         if reason is not None:
-            order.append(Unit(0, (source.name,), (), "", skip_reason=reason))
+            order.append((source.name, reason))
             continue
-        given = source.url or (str(source.path) if source.path is not None else source.name)
-        if source.group not in grouped:
-            grouped[source.group] = ([], [])
-            order.append(source.group)
-        names, inputs = grouped[source.group]
-        names.append(source.name)
-        inputs.append(given)
-    for entry in order:
-        index = len(units)
-        if isinstance(entry, Unit):
-            units.append(Unit(index, entry.sources, (), "", entry.skip_reason))
-            continue
-        names, inputs = grouped[entry]
-        text = prompts[inputs[0]] if prompts is not None else prompt
+        if prompts is not None and not source.explicit:
+            raise ConfigError(
+                f"per-input prompts name files or URLs, but {source.name} was found in a folder",
+                hint="list each file in the .jsonl --prompt-file",
+            )
+        text = prompts[source.url or source.name] if prompts is not None else prompt
         assert text is not None
-        units.append(Unit(index, tuple(names), tuple(inputs), text))
+        if source.group not in grouped:
+            grouped[source.group] = ([], [], text)
+            order.append(source.group)
+        names, inputs, _ = grouped[source.group]
+        names.append(source.name)
+        inputs.append(source.url or (str(source.path) if source.path is not None else source.name))
+    units: list[Unit] = []
+    for index, entry in enumerate(order):
+        if isinstance(entry, tuple):
+            units.append(Unit(index, (entry[0],), (), "", skip_reason=entry[1]))
+        else:
+            names, inputs, text = grouped[entry]
+            units.append(Unit(index, tuple(names), tuple(inputs), text))
     return units
 
 
@@ -288,7 +291,8 @@ def run_batch(
     """
     jobs = max(1, settings.jobs)
     preparers = max(1, min(jobs, os.cpu_count() or 1))
-    window = jobs + 2 * preparers
+    # Preparation runs up to a second round of requests ahead, so a round of answers never waits for it.
+    window = 2 * jobs + 2 * preparers
     prepare_pool = ThreadPoolExecutor(preparers, thread_name_prefix="nvmedia-batch-prepare")
     send_pool = ThreadPoolExecutor(jobs, thread_name_prefix="nvmedia-batch-send")
     slots: dict[int, _Slot] = {}

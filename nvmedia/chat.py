@@ -99,7 +99,8 @@ def check_key_transport(url: str, *, allow_insecure_http: bool = False, what: st
     if parts.scheme == "http" and not allow_insecure_http and not _is_loopback_host(host):
         raise ConfigError(
             f"{what} {redact_url(url)} is plain http on another machine: the API key would travel unencrypted",
-            hint="use an https:// URL, or pass --allow-insecure-http (allow_insecure_http=True) on a trusted network",
+            hint="use an https:// URL, or on a trusted network pass --allow-insecure-http; allow_insecure_http=True "
+            "in the library",
         )
 
 

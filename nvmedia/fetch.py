@@ -85,10 +85,8 @@ _RULE_PHRASES: Final = {
 _HOSTNAME_RE: Final = re.compile(
     r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$"
 )
-_ALLOW_HINT: Final = (
-    "only if it is meant to be reachable, pass --url-allow HOST_OR_CIDR (url_allow=[...] in the library)"
-)
-_OFF_HINT: Final = "pass --fetch-urls (fetch_urls=True in the library) to fetch http(s) URLs"
+_ALLOW_HINT: Final = "if it is meant to be reachable, pass --url-allow HOST_OR_CIDR; url_allow=[...] in the library"
+_OFF_HINT: Final = "pass --fetch-urls to fetch http(s) URLs; fetch_urls=True in the library"
 
 
 def is_remote_url(text: object) -> bool:

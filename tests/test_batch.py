@@ -173,18 +173,19 @@ def test_batch_429_is_retried_after_retry_after(
     assert emu.counts["fault"] == 2 and emu.chat_count == 4
 
 
-@pytest.mark.parametrize("fault", ["500", "drop"])
+@pytest.mark.parametrize("fault", ["429", "500", "drop"])
 def test_batch_records_a_failed_request_and_goes_on(
     emu: NVCFEmulator, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], fault: str
 ) -> None:
-    emu.inject(fault, path_prefix="/v1/chat", times=2)  # both attempts of the first request
+    emu.inject(fault, path_prefix="/v1/chat", times=2, retry_after=0)  # both attempts of the first request
     out = tmp_path / "answers.jsonl"
     args = ["Describe.", str(photos), "-o", str(out), "-j", "1", "--max-attempts", "2", "--mode", "asset"]
     code, err = run([*args, *endpoint(emu)], capsys)
     recs = [r for r in records(out) if r["status"] != "skipped"]
     assert code == 1 and [r["status"] for r in recs] == ["error", "ok", "ok", "ok"]
     assert recs[0]["error"]["code"] == "chat_failed" and recs[0]["answer"] is None
-    assert ("500 Internal Server Error" if fault == "500" else "RemoteProtocolError") in recs[0]["error"]["message"]
+    said = {"429": "429 Too Many Requests", "500": "500 Internal Server Error", "drop": "RemoteProtocolError"}[fault]
+    assert said in recs[0]["error"]["message"]
     assert "1.png: chat_failed" in err
     assert emu.assets() == [] and emu.delete_count == 4
 
@@ -230,6 +231,26 @@ def test_resume_needs_an_output_file(capsys: pytest.CaptureFixture[str]) -> None
 
 def _echo(ex: Exchange) -> None:
     ex.answer(ex.prompt)
+
+
+def test_jsonl_prompt_file_given_by_a_relative_path(
+    photos: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(photos)
+    Path("prompts.jsonl").write_text('{"source": "./1.png", "prompt": "Count the faces."}\n', encoding="utf-8")
+    with chat_server(_echo) as server:
+        args = ["--prompt-file", "./prompts.jsonl", "-o", "out.jsonl", "--base-url", server.base_url, "--api-key", KEY]
+        code, _ = run(args, capsys)
+    assert code == 0 and records(Path("out.jsonl"))[0]["answer"] == "Count the faces."
+
+
+def test_jsonl_prompt_file_naming_a_folder_is_a_usage_error(
+    photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"source": str(photos), "prompt": "P"}) + "\n", encoding="utf-8")
+    code, err = run(["--prompt-file", str(prompts), "--emulate"], capsys)
+    assert code == 2 and "was found in a folder" in err
 
 
 def test_prompt_file_gives_the_prompt(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -360,3 +360,8 @@ def test_ctrl_c_while_waiting_for_the_answer_deletes_the_uploaded_assets(emu: NV
                 proc.kill()
     assert proc.returncode == 130 and "interrupted" in err
     assert emu.assets() == [] and emu.delete_count == 1
+
+
+def test_chat_json_and_stream_together_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["chat", "Hi", "--emulate", "--json", "--stream"], capsys)
+    assert code == 2 and "--json" in err
