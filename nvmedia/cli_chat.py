@@ -68,8 +68,8 @@ def _seconds(text: str) -> float:
 # -- options shared with `prepare` ------------------------------------------------------------------------
 
 
-def add_fetch_arguments(parser: argparse.ArgumentParser | Any) -> None:
-    """``--fetch-urls`` and ``--url-allow`` (for ``prepare``, ``chat`` and ``batch``)."""
+def add_fetch_arguments(parser: Any) -> None:
+    """Add ``--fetch-urls`` and ``--url-allow`` to a parser or argument group (``prepare``, ``chat``, ``batch``)."""
     parser.add_argument(
         "--fetch-urls",
         action="store_true",

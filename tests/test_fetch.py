@@ -59,10 +59,10 @@ class Origin:
         self.routes: dict[str, Callable[[BaseHTTPRequestHandler], None]] = {
             "/hopper.png": self._hopper,
             "/empty": self._empty,
-            "/to-metadata": self._redirect("http://169.254.169.254/latest/meta-data/?token=" + SECRET),
-            "/to-private": self._redirect("http://10.1.2.3/internal.png"),
-            "/to-relative": self._redirect("/hopper.png"),
-            "/loop": self._redirect("/loop"),
+            "/to-metadata": self.redirect("http://169.254.169.254/latest/meta-data/?token=" + SECRET),
+            "/to-private": self.redirect("http://10.1.2.3/internal.png"),
+            "/to-relative": self.redirect("/hopper.png"),
+            "/loop": self.redirect("/loop"),
             "/declared-2gb": self._stream(declared=2 * 1024**3),
             "/endless": self._stream(declared=None),
             "/silent": self._silent,
@@ -88,7 +88,7 @@ class Origin:
         h.send_header("Content-Length", "0")
         h.end_headers()
 
-    def _redirect(self, location: str) -> Callable[[BaseHTTPRequestHandler], None]:
+    def redirect(self, location: str) -> Callable[[BaseHTTPRequestHandler], None]:
         def handle(h: BaseHTTPRequestHandler) -> None:
             h.send_response(302)
             h.send_header("Location", location.replace("PORT", str(self.port)))
@@ -230,7 +230,7 @@ def test_redirect_from_an_allowed_host_to_a_private_address_is_blocked(
 
 
 def test_allowed_host_name_does_not_open_its_address_under_another_name(origin: Origin, tmp_path: Path) -> None:
-    origin.routes["/to-ip"] = origin._redirect("http://127.0.0.1:PORT/hopper.png")
+    origin.routes["/to-ip"] = origin.redirect("http://127.0.0.1:PORT/hopper.png")
     by_name = FetchPolicy(allow=("localhost",))
     err = fetch_error(lambda: fetch_url(origin.url("/to-ip", host="localhost"), tmp_path, by_name))
     assert err.code == "fetch_blocked" and "127.0.0.1" in err.message and "loopback" in err.message
