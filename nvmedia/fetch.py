@@ -352,12 +352,21 @@ def _save(resp: httpx.Response, shown: str, dest_dir: Path, policy: FetchPolicy,
     return path
 
 
-@functools.cache
 def _tls_context() -> ssl.SSLContext:
-    """One verifying TLS context per process: loading the CA bundle costs about 0.1 s."""
+    """A verifying TLS context, made once per CA setting (``SSL_CERT_FILE``/``SSL_CERT_DIR``, else certifi's)."""
+    return _tls_context_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.cache
+def _tls_context_for(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    # Loading a CA bundle costs about 0.1 s: once per process, not once per download.
     import httpx
 
-    return httpx.create_ssl_context()
+    if cafile or capath:
+        import ssl
+
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    return httpx.create_ssl_context(trust_env=False)
 
 
 def _connect(

@@ -340,3 +340,44 @@ def test_cli_prepare_blocks_loopback_url_without_url_allow(origin: Origin, capsy
 def test_cli_url_allow_without_fetch_urls_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prepare", "http://127.0.0.1/a.png", "--url-allow", "127.0.0.1", "--dry-run"]) == 2
     assert "--fetch-urls" in capsys.readouterr().err
+
+
+# -- https: the connection is pinned to the checked address, TLS still speaks to the URL's host ------------
+
+
+@pytest.fixture
+def tls_origin(origin: Origin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Origin, list[str]]]:
+    """``origin`` behind TLS, with a certificate for ``localhost`` from a CA this test trusts (``SSL_CERT_FILE``)."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    server_names: list[str] = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    context.sni_callback = lambda sock, name, ctx: server_names.append(str(name))
+    origin.server.socket = context.wrap_socket(origin.server.socket, server_side=True)
+    yield origin, server_names
+
+
+def test_https_url_is_fetched_over_the_checked_address_with_sni_and_certificate_of_the_host(
+    tls_origin: tuple[Origin, list[str]], tmp_path: Path
+) -> None:
+    origin, server_names = tls_origin
+    url = f"https://localhost:{origin.port}/hopper.png"
+    path = fetch_url(url, tmp_path, FetchPolicy(allow=("localhost",)))
+    assert path.read_bytes() == HOPPER.read_bytes()
+    assert server_names == ["localhost"] and origin.hosts == [f"localhost:{origin.port}"]
+
+
+def test_https_certificate_must_match_the_urls_host_not_the_address(
+    tls_origin: tuple[Origin, list[str]], tmp_path: Path
+) -> None:
+    origin, _ = tls_origin
+    err = fetch_error(lambda: fetch_url(f"https://127.0.0.1:{origin.port}/hopper.png", tmp_path, LOOPBACK))
+    assert err.code == "fetch_failed" and "CERTIFICATE_VERIFY_FAILED" in err.message
+    assert origin.hosts == []
