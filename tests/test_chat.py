@@ -365,3 +365,14 @@ def test_ctrl_c_while_waiting_for_the_answer_deletes_the_uploaded_assets(emu: NV
 def test_chat_json_and_stream_together_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["chat", "Hi", "--emulate", "--json", "--stream"], capsys)
     assert code == 2 and "--json" in err
+
+
+def test_chat_prompt_dash_is_read_from_stdin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("What is in\nthis picture?\n"))
+    with chat_server(lambda ex: ex.answer(ex.prompt)) as server:
+        code, out, _ = run(["chat", "-", "--base-url", server.base_url, "--api-key", KEY], capsys)
+    assert code == 0 and out == "What is in\nthis picture?\n"
