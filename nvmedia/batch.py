@@ -5,8 +5,8 @@
 (``prepare_media``) while answers are awaited on ``jobs`` connections, so
 preparing the next inputs overlaps the requests in flight even with one job.
 Records reach ``on_record`` in input order; an answer that comes back early
-waits for the ones before it (at most a window of ``jobs`` plus a few units is
-held). The assets a unit uploaded are deleted once its answer is in, unless
+waits for the ones before it (at most about two rounds of ``jobs`` units are
+started ahead of the one awaited). The assets a unit uploaded are deleted once its answer is in, unless
 they are kept.
 
 ``AnswerFile`` writes the records as JSON Lines as they come, flushed line by
