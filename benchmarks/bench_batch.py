@@ -1,7 +1,7 @@
 """Batch inference (issue 9): `nvmedia batch` over 40 small images, the chat endpoint answering after 0.5 s.
 
 The emulator runs in this process (a thread that mostly sleeps), its chat
-endpoint slowed to 0.5 s per request (``inject("slow", path_prefix="/v1/chat")``);
+endpoint answering after 0.5 s (``latency_chat_s``);
 ``nvmedia batch "Describe." DIR -o answers.jsonl`` runs as a fresh process
 against it, with ``-j 1`` (the baseline) and with ``-j 8``, on the same 40
 seeded 320x240 JPEGs (inline, no uploads), in the same run. Every answer
@@ -51,10 +51,8 @@ def make_images(folder: Path, count: int, seed: int = 9) -> list[Path]:
 
 def batch_seconds(emu: NVCFEmulator, folder: Path, out: Path, jobs: int, count: int, latency: float) -> float:
     """Wall time of one ``nvmedia batch`` run, after checking what it wrote and what the emulator saw."""
-    emu.clear_faults()
     emu.clear_requests()
-    if latency > 0:
-        emu.inject("slow", path_prefix="/v1/chat", delay_s=latency, times=count)
+    emu.latency_chat_s = latency
     cmd = nvmedia_cmd("batch", "Describe.", str(folder), "-o", str(out), "-j", str(jobs))
     cmd += ["--base-url", f"{emu.base_url}/v1", "--api-key", KEY, "--mode", "inline"]
     start = time.perf_counter()

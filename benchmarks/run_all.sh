@@ -10,4 +10,5 @@ python bench_passthrough.py
 python bench_photo.py "${quick[@]}"
 python bench_av.py "${quick[@]}"
 python bench_upload.py "${quick[@]}"
+python bench_resume.py "${quick[@]}"
 python bench_batch.py

@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import http
-import ipaddress
 import json
 import logging
 import time
@@ -36,7 +35,8 @@ from urllib.parse import urlsplit
 import httpx
 import tenacity
 
-from .assets import _RetryableStatus as RetryableStatus
+from ._asset_endpoint import is_loopback_host
+from ._asset_retry import RetryableStatus
 from .assets import parse_retry_after, redact_url, retry_policy
 from .errors import ChatError, ConfigError, NVMediaError
 from .wire import MediaPart, text_part
@@ -68,17 +68,6 @@ def _phrase(status: int) -> str:
         return "Unknown"
 
 
-def _is_loopback_host(host: str) -> bool:
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False  # a name is not trusted to stay on this machine, whatever it resolves to now
-    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
-    return (mapped or address).is_loopback
-
-
 def check_key_transport(url: str, *, allow_insecure_http: bool = False, what: str = "the chat endpoint") -> None:
     """Refuse to send the API key in clear text: https, or http to this machine only.
 
@@ -96,7 +85,7 @@ def check_key_transport(url: str, *, allow_insecure_http: bool = False, what: st
             f"{what} URL {redact_url(url)!r} is not an http(s) URL",
             hint="pass --base-url like https://integrate.api.nvidia.com/v1",
         )
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback_host(host):
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(host):
         raise ConfigError(
             f"{what} {redact_url(url)} is plain http on another machine: the API key would travel unencrypted",
             hint="use an https:// URL, or on a trusted network pass --allow-insecure-http; allow_insecure_http=True "

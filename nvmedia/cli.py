@@ -38,6 +38,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _memory_size(text: str) -> int:
+    from .memory import parse_size
+
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.message} ({exc.hint})") from None
+
+
+def _size(text: str) -> int:
+    from .outputs_cache import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nvmedia",
@@ -69,6 +87,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     prep.add_argument("--assets-url", metavar="URL", help="asset API base (default $NVMEDIA_ASSETS_URL)")
     prep.add_argument("--api-key", metavar="KEY", help="bearer key (default $NVIDIA_API_KEY)")
+    prep.add_argument("--allow-insecure-http", action="store_true", help="allow the key over plain http to any host")
     prep.add_argument("--dry-run", action="store_true", help="normalize and plan; upload nothing")
     prep.add_argument("--emulate", action="store_true", help="upload to an in-process local emulator")
     prep.add_argument("--keep", metavar="DIR", type=Path, help="also write each normalized file into DIR")
@@ -93,7 +112,26 @@ def _build_parser() -> argparse.ArgumentParser:
         default="process",
         help="run -j workers as forked processes (default, Linux) or threads",
     )
+    prep.add_argument(
+        "--max-memory",
+        type=_memory_size,
+        metavar="BYTES",
+        help="memory that image decodes may hold at once across workers, e.g. 1G or 512M "
+        "(default: a quarter of RAM); an image whose decode alone needs more is too_large",
+    )
     prep.add_argument("--no-cache", action="store_true", help="do not reuse earlier uploads")
+    prep.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the records of -o FILE whose source is unchanged and do only the rest (same options needed)",
+    )
+    prep.add_argument("--no-output-cache", action="store_true", help="do not reuse or store converted files")
+    prep.add_argument(
+        "--output-cache-size",
+        type=_size,
+        metavar="BYTES",
+        help="cap of the converted-file cache, e.g. 500M (default 2G or $NVMEDIA_OUTPUT_CACHE_SIZE; 0: off)",
+    )
     prep.add_argument(
         "--audio-part",
         choices=("audio_url", "input_audio"),
@@ -109,22 +147,41 @@ def _build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--mode", choices=("auto", "inline", "asset"), default="auto")
 
     assets = sub.add_parser("assets", help="list or delete uploaded assets")
-    assets.add_argument("--assets-url", metavar="URL")
-    assets.add_argument("--api-key", metavar="KEY")
+    _add_service_options(assets)
     asub = assets.add_subparsers(dest="assets_command", metavar="ACTION", required=True)
-    asub.add_parser("list", help="print the asset ids of this key, one per line")
-    delete = asub.add_parser("delete", help="delete assets by id, or all of them")
+    _add_service_options(asub.add_parser("list", help="print the asset ids of this key, one per line"), after=True)
+    delete = asub.add_parser(
+        "delete",
+        help="delete assets by id, or all of them",
+        description="Delete assets; prints 'deleted ID', 'not found ID' or 'failed ID: reason' for each and "
+        "goes on past failures. Exit status 1 when any was not found or failed.",
+    )
     delete.add_argument("ids", nargs="*", metavar="ID")
     delete.add_argument("--all", action="store_true", help="delete every asset of this key")
+    _add_service_options(delete, after=True)
 
     emu = sub.add_parser("emulator", help="run the local NVCF emulator; prints its base URL first")
     emu.add_argument("--host", default="127.0.0.1")
     emu.add_argument("--port", type=int, default=0)
     emu.add_argument("--latency-api", type=float, default=0.0, metavar="S", help="seconds added to each asset-API call")
     emu.add_argument("--latency-upload", type=float, default=0.0, metavar="S", help="seconds added to each upload")
+    emu.add_argument("--latency-chat", type=float, default=0.0, metavar="S", help="seconds added to each chat request")
     emu.add_argument("--storage-dir", metavar="DIR", help="where uploaded bytes are kept (default: a temp folder)")
     add_parsers(sub)
     return parser
+
+
+def _add_service_options(parser: argparse.ArgumentParser, *, after: bool = False) -> None:
+    """The asset-service options; ``after`` also accepts them after a sub-command without undoing earlier ones."""
+    keep: dict[str, Any] = {"default": argparse.SUPPRESS} if after else {}
+    parser.add_argument("--assets-url", metavar="URL", help="asset API base (default $NVMEDIA_ASSETS_URL)", **keep)
+    parser.add_argument("--api-key", metavar="KEY", help="bearer key (default $NVIDIA_API_KEY)", **keep)
+    parser.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow sending the key over plain http to a host that is not loopback",
+        **keep,
+    )
 
 
 class _Progress:
@@ -188,10 +245,20 @@ def _versions() -> str:
     return "\n".join(lines)
 
 
+def _output_cache_bytes(args: argparse.Namespace) -> int:
+    """The output cache's cap: 0 with --no-output-cache, else --output-cache-size, else the environment's."""
+    from .outputs_cache import configured_max_bytes
+
+    if args.no_output_cache:
+        return 0
+    return configured_max_bytes() if args.output_cache_size is None else int(args.output_cache_size)
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from .manifest import record_line
     from .pipeline import Settings, run
     from .profiles import get_profile
+    from .resume import EarlierManifest
 
     if args.emulate and args.dry_run:
         return _fail("--emulate and --dry-run do not go together", "pick one")
@@ -213,27 +280,38 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         keep_metadata=args.keep_metadata,
         trim_s=args.trim,
         split_long_audio=args.split_long_audio,
+        allow_insecure_http=args.allow_insecure_http,
+        max_memory=args.max_memory,
+        output_cache_bytes=_output_cache_bytes(args),
         fetch=fetch_policy(args),
     )
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
     to_stdout = args.output == "-"
     target = Path(args.output)
     partial = target.with_name(f".{target.name}.part") if not to_stdout else None
+    if args.resume and partial is None:
+        return _fail("--resume needs -o FILE", "the earlier run's manifest is read from FILE, then replaced")
+    # Read before the partial manifest is opened: a killed run's leftover partial is resumed too.
+    earlier = EarlierManifest.load(target, settings, leftover=partial) if args.resume else None
     out: IO[str]
     if partial is not None:
         try:
             out = partial.open("w", encoding="utf-8")
         except OSError as exc:
+            if earlier is not None:
+                earlier.close()
             return _fail(f"cannot write {args.output}: {exc.strerror}", "check the folder exists and is writable")
     else:
         out = sys.stdout
-    counts = {"ok": 0, "skipped": 0, "error": 0, "uploaded": 0}
+    counts = {"ok": 0, "skipped": 0, "error": 0, "uploaded": 0, "manifest": 0, "output_cache": 0}
     summary = None
     try:
-        for items, request in run(args.paths, settings, progress=progress):
+        for items, request in run(args.paths, settings, progress=progress, resume=earlier):
             for item in items:
                 counts[item.status] += 1
                 counts["uploaded"] += item.uploaded
+                if item.reused_from is not None:
+                    counts[item.reused_from] += 1
                 out.write(record_line(item.to_record()))
             if request is not None:
                 out.write(record_line(request.to_record()))
@@ -241,6 +319,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         summary = (
             f"{sum(counts[s] for s in ('ok', 'skipped', 'error'))} inputs: {counts['ok']} ok, "
             f"{counts['skipped']} skipped, {counts['error']} errors; {counts['uploaded']} uploaded"
+            + (f"; {counts['manifest']} kept from {args.output}" if args.resume else "")
+            + (f"; {counts['output_cache']} converted files reused" if counts["output_cache"] else "")
             + (f" -> {args.output}" if not to_stdout else "")
         )
     except BaseException:
@@ -249,6 +329,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             partial.unlink(missing_ok=True)
         raise
     finally:
+        if earlier is not None:
+            earlier.close()
         if progress is not None:
             progress.finish(summary)
     if partial is not None:
@@ -286,7 +368,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from .pipeline import Settings, run
     from .profiles import get_profile
 
-    settings = Settings(mode=args.mode, profile=get_profile(args.profile), dry_run=True, group="file")
+    # inspect writes nothing, not even to the output cache
+    settings = Settings(
+        mode=args.mode, profile=get_profile(args.profile), dry_run=True, group="file", output_cache_bytes=0
+    )
     any_error = False
     for items, _ in run(args.paths, settings):
         for item in items:
@@ -301,21 +386,25 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_assets(args: argparse.Namespace) -> int:
     from .assets import AssetClient
 
+    if args.assets_command == "delete" and args.all == bool(args.ids):
+        return _fail("name asset ids or pass --all (not both)", "nvmedia assets delete ID... | --all")
     api_key = args.api_key or os.environ.get("NVIDIA_API_KEY")
     if not api_key:
         return _fail("no API key", "set NVIDIA_API_KEY or pass --api-key")
-    with AssetClient(api_key=api_key, base_url=args.assets_url) as client:
+    client = AssetClient(api_key=api_key, base_url=args.assets_url, allow_insecure_http=args.allow_insecure_http)
+    with client:
         if args.assets_command == "list":
             for asset_id in client.list():
                 print(asset_id)
             return EXIT_OK
-        if args.all == bool(args.ids):
-            return _fail("name asset ids or pass --all (not both)", "nvmedia assets delete ID... | --all")
-        ids = client.list() if args.all else args.ids
-        for asset_id in ids:
-            client.delete(asset_id)
-            print(f"deleted {asset_id}")
-    return EXIT_OK
+        # No total deadline here: the user is watching and can interrupt.
+        report = client.delete_many(client.list() if args.all else args.ids, deadline_s=None)
+    for outcome in report.outcomes:
+        if outcome.status == "failed":
+            print(f"failed {outcome.asset_id}: {outcome.reason}")
+        else:
+            print(f"{outcome.status.replace('_', ' ')} {outcome.asset_id}")
+    return EXIT_ITEM_ERROR if report.failed or report.not_found else EXIT_OK
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
@@ -323,6 +412,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
     argv = ["--host", args.host, "--port", str(args.port)]
     argv += ["--latency-api", str(args.latency_api), "--latency-upload", str(args.latency_upload)]
+    argv += ["--latency-chat", str(args.latency_chat)]
     if args.storage_dir:
         argv += ["--storage-dir", args.storage_dir]
     return emulator_main(argv)

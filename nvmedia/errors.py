@@ -15,11 +15,13 @@ names the measured value and the limit, and a ``hint`` that says what to do::
     ├── AssetAPIError           the asset service: asset_api_error
     │   ├── AuthError           auth_failed
     │   └── UploadError         upload_failed
-    └── ChatError               the chat endpoint: chat_failed, auth_failed, timeout
+    ├── ChatError               the chat endpoint: chat_failed, auth_failed, timeout
+    └── CleanupError            cleanup_failed: assets that could not be deleted (``asset_ids``)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Final
 
 ERROR_CODES: Final = (
@@ -37,6 +39,7 @@ ERROR_CODES: Final = (
     "auth_failed",
     "upload_failed",
     "asset_api_error",
+    "cleanup_failed",
     "config",
     "fetch_blocked",
     "fetch_failed",
@@ -169,3 +172,24 @@ class ChatError(NVMediaError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_api, (type(self), self.message, self.code, self.hint, self.status_code))
+
+
+class CleanupError(NVMediaError):
+    """Assets that could not be deleted (``cleanup_failed``); the ids are in ``asset_ids``.
+
+    Attributes:
+        asset_ids: the ids still live on the service, in the order they were to be deleted.
+    """
+
+    default_code = "cleanup_failed"
+
+    def __init__(self, message: str, *, asset_ids: Iterable[str], code: str | None = None, hint: str = "") -> None:
+        super().__init__(message, code=code, hint=hint)
+        self.asset_ids: tuple[str, ...] = tuple(asset_ids)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_cleanup, (self.message, self.asset_ids, self.code, self.hint))
+
+
+def _rebuild_cleanup(message: str, asset_ids: tuple[str, ...], code: str, hint: str) -> CleanupError:
+    return CleanupError(message, asset_ids=asset_ids, code=code, hint=hint)

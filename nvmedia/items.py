@@ -22,6 +22,8 @@ class Item:
     part of the record and is gone once ``prepare`` returns (see ``kept``). An input
     cut into pieces (``--split-long-audio``) holds one item per piece in ``pieces``,
     each with ``piece`` = (number, count, start_s, end_s); the pieces are what is sent.
+    ``resume`` is the record's ``resume`` object (see ``resume.py``); ``reused_from`` says
+    when nothing was converted for it: ``manifest`` (kept by ``--resume``) or ``output_cache``.
     """
 
     source: str
@@ -45,6 +47,8 @@ class Item:
     output_path: Path | None = field(default=None, repr=False)
     b64: str | None = field(default=None, repr=False)
     uploaded: bool = field(default=False, repr=False)
+    resume: dict[str, Any] | None = field(default=None, repr=False)
+    reused_from: Literal["manifest", "output_cache"] | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -69,6 +73,8 @@ class Item:
         record: dict[str, Any] = {"type": "item", "source": self.source, "status": self.status, "kind": self.kind}
         if self.status == "skipped":
             record["reason"] = self.reason
+            if self.resume is not None:
+                record["resume"] = self.resume
             return record
         if self.input is not None:
             record["input"] = self.input.to_record()
@@ -93,6 +99,8 @@ class Item:
         if self.headers is not None:
             record["headers"] = self.headers
         record["warnings"] = self.warnings
+        if self.resume is not None:
+            record["resume"] = self.resume
         return record
 
 

@@ -24,9 +24,13 @@ from typing import TYPE_CHECKING
 
 from .errors import AssetAPIError, AuthError, ConfigError, InputError, MediaError, NVMediaError
 from .items import Item, Request
+from .memory import MemoryBudget
+from .outputs_cache import cache_for, configured_max_bytes, normalize_cached
 from .plan import Mode, inline_budget, plan_request
 from .profiles import DEFAULT_PROFILE, Profile
+from .resume import EarlierManifest, resume_record
 from .sniff import sniff_path
+from .source_state import SourceState
 from .sources import Group, Source, SourceLike, expand
 from .wire import AudioPartStyle, asset_headers, asset_uri, b64_len, b64encode, inline_uri, media_part, tag, tags
 from .workers import PoolKind, Workers, batches
@@ -81,6 +85,11 @@ class Settings:
     trim_s: float | None = None
     split_long_audio: bool = False
     description: str = "nvmedia upload"
+    allow_insecure_http: bool = False
+    max_memory: int | None = None
+    """Bytes that image decodes may hold at once across the run's workers (None: a quarter of RAM)."""
+    output_cache_bytes: int = field(default_factory=configured_max_bytes)
+    """Cap of the normalized-output cache (``outputs_cache.py``) in ``cache_dir``; 0 turns it off."""
     fetch: FetchPolicy | None = None
     """How http(s) sources are fetched; None refuses them (``fetch_urls=False``, no ``--fetch-urls``)."""
 
@@ -139,7 +148,11 @@ class Delivery:
                     )
                 from .assets import AssetClient
 
-                self._client = AssetClient(api_key=self.api_key, base_url=self.assets_url)
+                self._client = AssetClient(
+                    api_key=self.api_key,
+                    base_url=self.assets_url,
+                    allow_insecure_http=self.settings.allow_insecure_http,
+                )
                 if self.settings.use_cache and not self.settings.emulate:
                     from .cache import AssetCache
 
@@ -158,8 +171,10 @@ class Delivery:
                     raise ConfigError(f"the asset API refused the key: {exc.message}", hint=exc.hint) from None
                 except AssetAPIError as exc:
                     if exc.status_code is None:
+                        from ._redact import redact_url
+
                         raise ConfigError(
-                            f"the asset API at {self.assets_url} is unreachable: {exc.message}",
+                            f"the asset API at {redact_url(self.assets_url)} is unreachable: {exc.message}",
                             hint="check --assets-url / NVMEDIA_ASSETS_URL and the network, or use --dry-run",
                         ) from None
                     raise
@@ -269,8 +284,13 @@ def _check_readable(path: Path) -> int:
     return st.st_size
 
 
-def normalize_source(source: Source, settings: Settings, workdir: Path, fit_chars: int | None) -> Item:
-    """Stage one for one source: read, sniff, probe, normalize (and keep a copy under ``--keep``)."""
+def normalize_source(
+    source: Source, settings: Settings, workdir: Path, fit_chars: int | None, budget: MemoryBudget | None = None
+) -> Item:
+    """Stage one for one source: read, sniff, probe, normalize (and keep a copy under ``--keep``).
+
+    Image decodes reserve their estimated memory from ``budget`` (the run's) first.
+    """
     from .normalize import NormalizeOptions, normalize
     from .probe import probe
 
@@ -281,10 +301,12 @@ def normalize_source(source: Source, settings: Settings, workdir: Path, fit_char
     try:
         path = _materialize(source, workdir, settings)
         _check_readable(path)
+        state = SourceState.of(path) if source.data is None else None  # before reading: what --resume compares
         sniffed = sniff_path(path)
         if not sniffed.is_media:
             if not source.explicit:
                 item.status, item.reason = "skipped", f"not media ({sniffed.description})"
+                item.resume = resume_record(state, None, settings)
                 return item
             raise MediaError(
                 f"{source.name} is a {sniffed.description}, not media",
@@ -301,8 +323,19 @@ def normalize_source(source: Source, settings: Settings, workdir: Path, fit_char
             background=settings.background,
             trim_s=settings.trim_s,
             split_long_audio=settings.split_long_audio,
+            budget=budget,
         )
-        result = normalize(path, sniffed, info, settings.profile, options)
+        converted = normalize_cached(
+            cache_for(settings.cache_dir, settings.output_cache_bytes),
+            path,
+            state,
+            settings.profile,
+            options,
+            lambda: normalize(path, sniffed, info, settings.profile, options),
+        )
+        result = converted.result
+        item.resume = resume_record(state, converted.source_sha256, settings)
+        item.reused_from = "output_cache" if converted.reused else None
         item.output, item.output_path = result.info, result.path
         item.actions, item.warnings = list(result.actions), list(result.warnings)
         if settings.keep is not None and not result.pieces:
@@ -312,6 +345,7 @@ def normalize_source(source: Source, settings: Settings, workdir: Path, fit_char
             part = Item(source=source.name, group=source.group, kind=item.kind, input=info, output=piece.info)
             part.output_path, part.actions, part.warnings = piece.path, list(piece.actions), list(piece.warnings)
             part.piece = (number, len(result.pieces), *piece.span)
+            part.resume, part.reused_from = item.resume, item.reused_from
             if settings.keep is not None:
                 part.kept = str(_keep_copy(piece.path, source, piece.info.mime, settings.keep, number))
             item.pieces.append(part)
@@ -341,7 +375,11 @@ def _keep_copy(path: Path, source: Source, mime: str, keep_dir: Path, piece: int
 
 
 def normalize_batch(
-    sources: list[Source], settings: Settings, workdir: Path, fit_chars: list[int | None]
+    sources: list[Source],
+    settings: Settings,
+    workdir: Path,
+    fit_chars: list[int | None],
+    budget: MemoryBudget | None = None,
 ) -> list[Item]:
     """Stage one for a few consecutive sources, on a worker thread or process.
 
@@ -349,7 +387,7 @@ def normalize_batch(
     """
     items = []
     for source, fits in zip(sources, fit_chars, strict=True):
-        item = normalize_source(source, settings, workdir, fits)
+        item = normalize_source(source, settings, workdir, fits, budget)
         for sent in item.expanded():
             _encode_if_inline_candidate(sent, settings)
         items.append(item)
@@ -421,6 +459,8 @@ def run(
     *,
     delivery: Delivery | None = None,
     progress: ProgressFn | None = None,
+    budget: MemoryBudget | None = None,
+    resume: EarlierManifest | None = None,
 ) -> Iterator[tuple[list[Item], Request | None]]:
     """Process ``inputs`` and yield each request's items (and its request record), in input order.
 
@@ -428,19 +468,32 @@ def run(
     ``LOOKAHEAD_PER_JOB * jobs`` sources ahead of the request being planned; uploads on
     one shared pool of connections, so one-file requests (``--group file``) upload in
     parallel too; and this generator, which yields each request once its uploads finish,
-    keeping at most ``lookahead`` planned requests in flight.
+    keeping at most ``lookahead`` planned requests in flight. With ``resume``, the requests
+    whose earlier records still hold are read back from that manifest instead (``resume.py``).
+
+    Image decodes on every worker reserve their estimated memory from one budget first:
+    ``budget``, or one of ``settings.max_memory`` bytes (default: a quarter of RAM).
 
     Raises:
         ConfigError: an upload is needed but the key is missing or the asset API cannot be reached.
     """
     sources = expand(inputs, settings.group)
+    budget = budget or MemoryBudget(settings.max_memory)
+    own_delivery = delivery is None
+    delivery = delivery or Delivery(settings)
+    try:
+        kept = resume.keep(sources, delivery.known_ids) if resume is not None else None
+    except BaseException:
+        if own_delivery:
+            delivery.close()
+        raise
+    if kept is not None:
+        sources = [s for s in sources if s.group not in kept]
     groups = _groups(sources)
     group_sizes = {s.group: 0 for s in sources}
     for s in sources:
         if s.skip_reason is None:
             group_sizes[s.group] += 1
-    own_delivery = delivery is None
-    delivery = delivery or Delivery(settings)
     total = len(sources)
     done = 0
     done_lock = threading.Lock()
@@ -448,7 +501,7 @@ def run(
     def args_for(indexes: Sequence[int]) -> tuple[object, ...]:
         chosen = [sources[i] for i in indexes]
         fits = [_fit_chars(settings, group_sizes[source.group]) for source in chosen]
-        return chosen, settings, workdir, fits
+        return chosen, settings, workdir, fits, budget
 
     def report(indexes: Sequence[int]) -> None:
         nonlocal done
@@ -470,7 +523,16 @@ def run(
         crashed = functools.partial(_crashed_item, sources)
         on_done = report if progress is not None else None
         try:
-            with Workers(settings.pool, jobs, normalize_batch, args_for, crashed, on_done) as workers:
+            with Workers(
+                settings.pool,
+                jobs,
+                normalize_batch,
+                args_for,
+                crashed,
+                on_done,
+                worker_init=budget.inherit,
+                on_pool_lost=budget.renew,
+            ) as workers:
 
                 def take(index: int) -> Item:
                     b = batch_of[index]
@@ -492,11 +554,16 @@ def run(
                         while submitted < len(cut) and cut[submitted].start <= max(indexes) + lookahead:
                             workers.submit(submitted, cut[submitted])
                             submitted += 1
+                        for kept_items in kept.before(sources[indexes[0]].group) if kept is not None else ():
+                            pending.append((kept_items, []))
+                            yield from _ready(pending, lookahead, settings)
                         items = [piece for i in indexes for piece in take(i).expanded()]
                         _plan_group(items, settings)
                         pending.append((items, _start_delivery(items, settings, delivery, uploads)))
-                        while pending and (len(pending) > lookahead or all(f.done() for f in pending[0][1])):
-                            yield _finish_delivery(*pending.popleft(), settings)
+                        yield from _ready(pending, lookahead, settings)
+                    for kept_items in kept.before(None) if kept is not None else ():
+                        pending.append((kept_items, []))
+                        yield from _ready(pending, lookahead, settings)
                     while pending:
                         yield _finish_delivery(*pending.popleft(), settings)
                 except BaseException:
@@ -507,6 +574,14 @@ def run(
             uploads.close()
             if own_delivery:
                 delivery.close()
+
+
+def _ready(
+    pending: deque[tuple[list[Item], list[Future[None]]]], lookahead: int, settings: Settings
+) -> Iterator[tuple[list[Item], Request | None]]:
+    """The requests at the head of ``pending`` whose uploads are done (or the head, when too many wait)."""
+    while pending and (len(pending) > lookahead or all(f.done() for f in pending[0][1])):
+        yield _finish_delivery(*pending.popleft(), settings)
 
 
 def _size(source: Source) -> int:

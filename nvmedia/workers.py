@@ -41,6 +41,9 @@ class Workers(Generic[T]):
         args_for: the arguments of ``fn`` for some source indexes.
         crashed: the result to give for an index whose worker died while it ran alone.
         on_done: called with the indexes of each batch once its results are in (for progress).
+        worker_init: run in each worker process as it starts (before any task), inherited through
+            fork rather than pickled: how the run's memory budget reaches the workers.
+        on_pool_lost: called once the workers of a broken pool are gone (nothing they held is in use).
     """
 
     def __init__(
@@ -51,12 +54,16 @@ class Workers(Generic[T]):
         args_for: Callable[[Sequence[int]], tuple[Any, ...]],
         crashed: Callable[[int], T],
         on_done: Callable[[Sequence[int]], None] | None = None,
+        worker_init: Callable[[], None] | None = None,
+        on_pool_lost: Callable[[], None] | None = None,
     ) -> None:
         self._fn = fn
         self._args_for = args_for
         self._crashed = crashed
         self._on_done = on_done
-        self._pool: Executor | None = _pool(kind, jobs)
+        self._worker_init = worker_init
+        self._on_pool_lost = on_pool_lost
+        self._pool: Executor | None = _pool(kind, jobs, worker_init)
         self._solo: Executor | None = None
         self._batches: dict[int, tuple[Sequence[int], Future[list[T]] | None]] = {}
 
@@ -107,18 +114,22 @@ class Workers(Generic[T]):
             return
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._pool = None
+        if self._on_pool_lost is not None:
+            self._on_pool_lost()
         for key, (indexes, future) in list(self._batches.items()):
             if future is not None and (future.cancelled() or future.exception() is not None):
                 self._batches[key] = (indexes, None)
 
     def _run_alone(self, index: int) -> T:
         if self._solo is None:
-            self._solo = _solo_pool()
+            self._solo = _solo_pool(self._worker_init)
         try:
             (result,) = self._solo.submit(self._fn, *self._args_for([index])).result()
         except BrokenExecutor:
             self._solo.shutdown(wait=True)
             self._solo = None
+            if self._on_pool_lost is not None:
+                self._on_pool_lost()
             result = self._crashed(index)
         if self._on_done is not None:
             self._on_done([index])
@@ -141,21 +152,35 @@ def batches(sizes: Sequence[int]) -> list[range]:
     return cut
 
 
-def _pool(kind: PoolKind, jobs: int) -> Executor:
+def _pool(kind: PoolKind, jobs: int, worker_init: Callable[[], None] | None = None) -> Executor:
     if kind == "process" and jobs > 1 and single_threaded():
         from concurrent.futures import ProcessPoolExecutor
 
         context = multiprocessing.get_context("fork")
-        return ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_quiet_stderr)
+        return ProcessPoolExecutor(
+            max_workers=jobs, mp_context=context, initializer=_init_process, initargs=(worker_init,)
+        )
     return ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="nvmedia-normalize")
 
 
-def _solo_pool() -> Executor:
+def _solo_pool(worker_init: Callable[[], None] | None = None) -> Executor:
     """One worker process, to run a source alone: forked where that is safe, else spawned."""
     from concurrent.futures import ProcessPoolExecutor
 
-    context = multiprocessing.get_context("fork" if single_threaded() else "spawn")
-    return ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_quiet_stderr)
+    fork = single_threaded()
+    context = multiprocessing.get_context("fork" if fork else "spawn")
+    # A spawned worker inherits nothing: it goes without worker_init (the budget then refuses only
+    # decodes that alone exceed it, which is all a single worker needs).
+    return ProcessPoolExecutor(
+        max_workers=1, mp_context=context, initializer=_init_process, initargs=(worker_init if fork else None,)
+    )
+
+
+def _init_process(worker_init: Callable[[], None] | None) -> None:
+    """A worker process's start: quiet stderr, then the caller's hook (see ``Workers``)."""
+    _quiet_stderr()
+    if worker_init is not None:
+        worker_init()
 
 
 def single_threaded() -> bool:

@@ -376,3 +376,14 @@ def test_chat_prompt_dash_is_read_from_stdin(
     with chat_server(lambda ex: ex.answer(ex.prompt)) as server:
         code, out, _ = run(["chat", "-", "--base-url", server.base_url, "--api-key", KEY], capsys)
     assert code == 0 and out == "What is in\nthis picture?\n"
+
+
+def test_chat_stream_dropped_midway_by_the_emulator_exits_1_after_the_partial_answer(
+    emu: NVCFEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emu.inject("drop", path_prefix="/v1/chat", after_chunks=3)
+    code, out, err = run(against(emu, "What is this?", str(HOPPER), "--mode", "asset", "--stream"), capsys)
+    assert code == 1 and out.startswith("received") and out.endswith("\n")
+    assert out != "received 1 image (0 inline, 1 asset)\n"  # cut short
+    assert err.count("\n") == 1 and "before the answer was complete" in err
+    assert emu.assets() == []
