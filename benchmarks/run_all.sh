@@ -11,4 +11,5 @@ python bench_photo.py "${quick[@]}"
 python bench_av.py "${quick[@]}"
 python bench_upload.py "${quick[@]}"
 python bench_resume.py "${quick[@]}"
+python bench_disk.py
 python bench_batch.py

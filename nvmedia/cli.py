@@ -3,27 +3,33 @@
 Only argparse and the standard library load at start; the pipeline and its
 heavy dependencies load when a command needs them (``nvmedia --help`` stays fast).
 Exit status: 0 when every input is ok or skipped, 1 when any input is an error,
-2 for a usage or configuration error (one line on stderr).
+2 for a usage or configuration error (one line on stderr), 143 or 130 when SIGTERM
+or SIGINT stopped the run (the manifest then holds every request finished).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import shutil
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
 from .cli_chat import add_fetch_arguments, add_parsers, cmd_batch, cmd_chat, fetch_policy
-from .errors import ConfigError, NVMediaError
+from .errors import ConfigError, NVMediaError, no_space_error
+from .names import shown
+from .signals import Interrupted, interruptible, received, stop_on_signals
 
 if TYPE_CHECKING:
-    from .items import Item
+    from .items import Item, Request
+    from .pipeline import Delivery, Settings
+    from .resume import EarlierManifest
 
 EXIT_OK, EXIT_ITEM_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -139,6 +145,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="content part for inline audio (default: audio_url)",
     )
     add_fetch_arguments(prep)
+    prep.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing on stderr but usage and configuration errors"
+    )
 
     insp = sub.add_parser("inspect", help="what each file is and what prepare would do; nothing is written")
     insp.add_argument("paths", nargs="+", metavar="PATH")
@@ -184,17 +193,50 @@ def _add_service_options(parser: argparse.ArgumentParser, *, after: bool = False
     )
 
 
-class _Progress:
-    """A one-line progress display on a terminal's stderr, and a summary line at the end.
+def _width(text: str) -> int:
+    """Terminal columns ``text`` takes (wide East Asian characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
-    Called from the workers' and the uploads' threads, hence the lock.
+
+def _fit(text: str, columns: int) -> str:
+    """``text`` cut to ``columns`` terminal columns, the middle replaced by an ellipsis when it is too long."""
+    if _width(text) <= columns:
+        return text
+    if columns <= 1:
+        return "…"[:columns]
+    head, tail, room = "", "", columns - 1
+    left, right = 0, len(text)
+    while left < right:  # take characters from both ends, more from the start
+        take_head = _width(head) <= 2 * _width(tail)
+        char = text[left] if take_head else text[right - 1]
+        if _width(head) + _width(tail) + _width(char) > room:
+            break
+        if take_head:
+            head, left = head + char, left + 1
+        else:
+            tail, right = char + tail, right - 1
+    return f"{head}…{tail}"
+
+
+class _Progress:
+    """A one-line progress display on a terminal's stderr, kept to the terminal's width.
+
+    Called from the workers' and the uploads' threads, hence the lock. Other lines (errors,
+    the summary) go through ``line`` so that they never mix with the bar.
     """
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
         self.last = 0.0
-        self.shown = False
+        self.bar = ""
         self.lock = threading.Lock()
+
+    def _columns(self) -> int:
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError):
+            columns = 0
+        return columns if columns > 0 else shutil.get_terminal_size().columns  # 0: a terminal that never said
 
     def __call__(self, stage: str, done: int, total: int, name: str) -> None:
         with self.lock:
@@ -202,24 +244,81 @@ class _Progress:
             if done < total and now - self.last < 0.1:
                 return
             self.last = now
-            width = 24
+            columns = self._columns() - 1  # never the last column: some terminals wrap there
+            width = max(8, min(24, columns // 5))
             filled = width * done // max(total, 1)
-            label = name if len(name) <= 40 else "…" + name[-39:]
-            self.stream.write(f"\r\x1b[K{stage:9} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label}")
+            head = f"{stage:9} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+            self.bar = _fit(head + _fit(shown(name), max(columns - _width(head), 0)), columns)
+            self.stream.write(f"\r\x1b[K{self.bar}")
             self.stream.flush()
-            self.shown = True
 
-    def finish(self, summary: str | None = None) -> None:
+    def line(self, text: str) -> None:
+        """Print a line of its own, then the bar again below it."""
         with self.lock:
-            if self.shown:
-                self.stream.write("\r\x1b[K")
-            if summary:
-                self.stream.write(summary + "\n")
+            self.stream.write(f"\r\x1b[K{text}\n{self.bar}" if self.bar else text + "\n")
             self.stream.flush()
 
+    def finish(self) -> None:
+        with self.lock:
+            if self.bar:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            self.bar = ""
 
-def _fail(message: str, hint: str = "") -> int:
-    line = f"nvmedia: error: {message}"
+
+class _Report:
+    """What the command tells on stderr: one line per error as records are written, and a summary."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress = _Progress(sys.stderr) if sys.stderr.isatty() and not quiet else None
+        self.counts = {"ok": 0, "skipped": 0, "error": 0, "uploaded": 0, "manifest": 0, "output_cache": 0}
+
+    def record(self, item: Item) -> None:
+        self.counts[item.status] += 1
+        self.counts["uploaded"] += item.uploaded
+        if item.reused_from is not None:
+            self.counts[item.reused_from] += 1
+        if item.status == "error" and item.error is not None:
+            self.say(f"{shown(item.source)}: {item.error.code}: {shown(item.error.message)}")
+
+    def say(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.progress is not None:
+            self.progress.line(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def summary(self, destination: str | None, interrupted: Interrupted | None = None, *, resumed: bool = False) -> str:
+        c = self.counts
+        inputs = c["ok"] + c["skipped"] + c["error"]
+        counts = f"{c['ok']} ok, {c['skipped']} skipped, {_plural(c['error'], 'error')}; {c['uploaded']} uploaded"
+        if resumed:
+            counts += f"; {c['manifest']} kept from {shown(destination or '-')}"
+        if c["output_cache"]:
+            counts += f"; {_plural(c['output_cache'], 'converted file')} reused"
+        if interrupted is not None:
+            text = f"interrupted by {interrupted.name} after {_plural(inputs, 'input')}: {counts}"
+        else:
+            text = f"{_plural(inputs, 'input')}: {counts}"
+        return text + (f" -> {shown(destination)}" if destination else "")
+
+    def finish(self, summary: str) -> None:
+        if self.progress is not None:
+            self.progress.finish()
+        if not self.quiet:
+            print(summary, file=sys.stderr, flush=True)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _fail(message: str, hint: str = "", code: str | None = None) -> int:
+    line = f"nvmedia: error: {shown(message)}"
+    if code:
+        line += f" [{code}]"
     if hint:
         line += f" ({hint})"
     print(line.replace("\n", " "), file=sys.stderr)
@@ -254,14 +353,110 @@ def _output_cache_bytes(args: argparse.Namespace) -> int:
     return configured_max_bytes() if args.output_cache_size is None else int(args.output_cache_size)
 
 
+class _ManifestError(Exception):
+    """The manifest could not be written (exit 2; the previous manifest at -o is left as it was)."""
+
+    def __init__(self, error: NVMediaError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class _Manifest:
+    """Where the records go: stdout, or a temporary file beside ``-o FILE`` renamed over it once complete."""
+
+    def __init__(self, output: str) -> None:
+        self.to_stdout = output == "-"
+        self.target = Path(output)
+        self.partial: Path | None = None
+        self.failed = False
+        self.out: IO[str] = sys.stdout
+        if not self.to_stdout:
+            partial = self.partial_of(self.target)
+            try:
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot write {output}: {exc.strerror}", hint="check the folder exists and is writable"
+                ) from None
+            self.partial = partial
+            self.out = os.fdopen(fd, "w", encoding="utf-8")
+
+    @staticmethod
+    def partial_of(target: Path) -> Path:
+        """Where the manifest for ``target`` is written until complete (a killed run leaves it for --resume)."""
+        return target.with_name(f".{target.name}.part")
+
+    @property
+    def own_files(self) -> list[Path]:
+        """The files this manifest writes: never inputs."""
+        return [] if self.partial is None else [self.target, self.partial]
+
+    @property
+    def where(self) -> str:
+        return "stdout" if self.to_stdout else str(self.target)
+
+    def write(self, items: list[Item], request: Request | None) -> None:
+        from .manifest import record_line
+
+        lines = [record_line(item.to_record()) for item in items]
+        if request is not None:
+            lines.append(record_line(request.to_record()))
+        text = "".join(lines)
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except OSError as exc:
+            raise self._failure(exc, len(text.encode("utf-8"))) from None
+
+    def commit(self) -> None:
+        """Make the manifest durable and put it in place (atomically over the previous one)."""
+        try:
+            self.out.flush()
+            if self.partial is not None:
+                os.fsync(self.out.fileno())
+                self.out.close()
+                os.replace(self.partial, self.target)
+                self.partial = None
+        except OSError as exc:
+            raise self._failure(exc, None) from None
+
+    def discard(self) -> None:
+        """Drop what was written unless committed (the previous manifest at -o stays as it was)."""
+        if self.partial is not None:
+            try:
+                self.out.close()
+            except OSError:
+                pass  # its buffer could not be flushed either: the file goes anyway
+            self.partial.unlink(missing_ok=True)
+            self.partial = None
+        elif self.to_stdout and self.failed:
+            try:  # what is still buffered for stdout would fail again, noisily, when Python exits
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+
+    def _failure(self, exc: OSError, needed: int | None) -> _ManifestError:
+        self.failed = True
+        what = f"the manifest to {self.where}"
+        folder = None if self.to_stdout else self.target.parent
+        error = no_space_error(exc, folder, what, needed) or ConfigError(
+            f"cannot write {what}: {exc.strerror}", hint="check the destination can be written"
+        )
+        return _ManifestError(error)
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .manifest import record_line
-    from .pipeline import Settings, run
+    from .pipeline import Delivery, Settings
     from .profiles import get_profile
     from .resume import EarlierManifest
+    from .sources import identity
 
     if args.emulate and args.dry_run:
         return _fail("--emulate and --dry-run do not go together", "pick one")
+    if args.output != "-" and identity(args.output) in {identity(p) for p in args.paths}:
+        return _fail(f"-o {args.output} is also an input", "write the manifest elsewhere")
     settings = Settings(
         mode=args.mode,
         profile=get_profile(args.profile),
@@ -285,69 +480,97 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         output_cache_bytes=_output_cache_bytes(args),
         fetch=fetch_policy(args),
     )
-    progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
-    to_stdout = args.output == "-"
-    target = Path(args.output)
-    partial = target.with_name(f".{target.name}.part") if not to_stdout else None
-    if args.resume and partial is None:
-        return _fail("--resume needs -o FILE", "the earlier run's manifest is read from FILE, then replaced")
-    # Read before the partial manifest is opened: a killed run's leftover partial is resumed too.
-    earlier = EarlierManifest.load(target, settings, leftover=partial) if args.resume else None
-    out: IO[str]
-    if partial is not None:
+    report = _Report(args.quiet)
+    delivery = Delivery(settings)
+    try:
+        if not (settings.dry_run or settings.mode == "inline"):
+            with interruptible():
+                delivery.preflight()  # before any work: a missing key or a dead API is exit 2 now
+        if args.resume and args.output == "-":
+            return _fail("--resume needs -o FILE", "the earlier run's manifest is read from FILE, then replaced")
+        target = Path(args.output)
+        # Read before the partial manifest is opened: a killed run's leftover partial is resumed too.
+        earlier = EarlierManifest.load(target, settings, leftover=_Manifest.partial_of(target)) if args.resume else None
         try:
-            out = partial.open("w", encoding="utf-8")
-        except OSError as exc:
+            manifest = _Manifest(args.output)
+            try:
+                return _write_manifest(args, settings, delivery, manifest, report, earlier)
+            finally:
+                manifest.discard()
+        finally:
             if earlier is not None:
                 earlier.close()
-            return _fail(f"cannot write {args.output}: {exc.strerror}", "check the folder exists and is writable")
-    else:
-        out = sys.stdout
-    counts = {"ok": 0, "skipped": 0, "error": 0, "uploaded": 0, "manifest": 0, "output_cache": 0}
-    summary = None
-    try:
-        for items, request in run(args.paths, settings, progress=progress, resume=earlier):
-            for item in items:
-                counts[item.status] += 1
-                counts["uploaded"] += item.uploaded
-                if item.reused_from is not None:
-                    counts[item.reused_from] += 1
-                out.write(record_line(item.to_record()))
-            if request is not None:
-                out.write(record_line(request.to_record()))
-            out.flush()
-        summary = (
-            f"{sum(counts[s] for s in ('ok', 'skipped', 'error'))} inputs: {counts['ok']} ok, "
-            f"{counts['skipped']} skipped, {counts['error']} errors; {counts['uploaded']} uploaded"
-            + (f"; {counts['manifest']} kept from {args.output}" if args.resume else "")
-            + (f"; {counts['output_cache']} converted files reused" if counts["output_cache"] else "")
-            + (f" -> {args.output}" if not to_stdout else "")
-        )
-    except BaseException:
-        if partial is not None:
-            out.close()
-            partial.unlink(missing_ok=True)
-        raise
     finally:
-        if earlier is not None:
-            earlier.close()
-        if progress is not None:
-            progress.finish(summary)
-    if partial is not None:
-        out.close()
-        os.replace(partial, target)
-    return EXIT_ITEM_ERROR if counts["error"] else EXIT_OK
+        delivery.close()
+
+
+def _write_manifest(
+    args: argparse.Namespace,
+    settings: Settings,
+    delivery: Delivery,
+    manifest: _Manifest,
+    report: _Report,
+    earlier: EarlierManifest | None,
+) -> int:
+    from .pipeline import run
+    from .workers import end_child_processes
+
+    def stopping(uploads: int) -> None:
+        end_child_processes()  # workers and every ffmpeg: this process owns all its children
+        signum = received()
+        name = Interrupted(signum).name if signum is not None else "interrupted"
+        waiting = f"; finishing the {_plural(uploads, 'upload')} in progress" if uploads else ""
+        report.say(f"nvmedia: {name}: stopping{waiting}, then writing the manifest")
+
+    interrupted: Interrupted | None = None
+    records = run(
+        args.paths,
+        settings,
+        delivery=delivery,
+        progress=report.progress,
+        exclude=manifest.own_files,
+        on_stop=stopping,
+        resume=earlier,
+    )
+    failed: _ManifestError | None = None
+    try:
+        for items, request in records:
+            manifest.write(items, request)
+            for item in items:
+                report.record(item)
+    except Interrupted as exc:
+        interrupted = exc
+    except _ManifestError as exc:
+        records.close()  # stops the workers and the uploads not started
+        failed = exc
+    finally:
+        if report.progress is not None:
+            report.progress.finish()
+    try:
+        if failed is None:
+            manifest.commit()
+    except _ManifestError as exc:
+        failed = exc
+    if failed is not None:
+        return _fail(failed.error.message, failed.error.hint, failed.error.code)
+    signum = received()
+    if interrupted is None and signum is not None:
+        interrupted = Interrupted(signum)  # it came once all the work was done: still honour it
+    report.finish(report.summary(None if manifest.to_stdout else args.output, interrupted, resumed=args.resume))
+    if interrupted is not None:
+        return interrupted.exit_status
+    return EXIT_ITEM_ERROR if report.counts["error"] else EXIT_OK
 
 
 def _describe(item: Item) -> str:
-    lines = [f"{item.source}"]
+    lines = [shown(item.source)]
     if item.status == "skipped":
         lines.append(f"  skipped: {item.reason}")
         return "\n".join(lines)
     if item.input is not None:
         lines.append(f"  input:   {item.kind} {_fields(item.input.to_record())}")
     if item.status == "error" and item.error is not None:
-        lines.append(f"  error:   {item.error.code}: {item.error.message}")
+        lines.append(f"  error:   {item.error.code}: {shown(item.error.message)}")
         if item.error.hint:
             lines.append(f"  hint:    {item.error.hint}")
         return "\n".join(lines)
@@ -365,6 +588,7 @@ def _fields(record: dict[str, Any], skip: Sequence[str] = ()) -> str:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .manifest import record_line
     from .pipeline import Settings, run
     from .profiles import get_profile
 
@@ -377,7 +601,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         for item in items:
             any_error = any_error or item.status == "error"
             if args.json:
-                print(json.dumps(item.to_record(), ensure_ascii=False))
+                sys.stdout.write(record_line(item.to_record()))
             else:
                 print(_describe(item))
     return EXIT_ITEM_ERROR if any_error else EXIT_OK
@@ -431,11 +655,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"prepare": _cmd_prepare, "inspect": _cmd_inspect, "assets": _cmd_assets, "emulator": _cmd_emulator}
     commands |= {"chat": cmd_chat, "batch": cmd_batch}
     try:
+        if args.command == "prepare":
+            with stop_on_signals():
+                return _cmd_prepare(args)
         return commands[args.command](args)
     except ConfigError as exc:
         return _fail(exc.message, exc.hint)
     except NVMediaError as exc:
         return _fail(exc.message, exc.hint)
+    except Interrupted as exc:
+        print(f"nvmedia: interrupted by {exc.name}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         print("nvmedia: interrupted", file=sys.stderr)
         return 130

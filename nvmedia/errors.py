@@ -11,6 +11,7 @@ names the measured value and the limit, and a ``hint`` that says what to do::
     │                           too_large, too_long, cannot_fit_inline
     ├── PlanError               the request: too_many_assets
     ├── ProcessingError         running tools: ffmpeg_failed, timeout
+    ├── StorageError            writing files: no_space
     ├── ConfigError             usage and configuration (CLI exit status 2)
     ├── AssetAPIError           the asset service: asset_api_error
     │   ├── AuthError           auth_failed
@@ -21,6 +22,9 @@ names the measured value and the limit, and a ``hint`` that says what to do::
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -40,6 +44,7 @@ ERROR_CODES: Final = (
     "upload_failed",
     "asset_api_error",
     "cleanup_failed",
+    "no_space",
     "config",
     "fetch_blocked",
     "fetch_failed",
@@ -104,6 +109,62 @@ class ProcessingError(NVMediaError):
     """An external tool failed (``ffmpeg_failed``) or ran too long (``timeout``)."""
 
     default_code = "ffmpeg_failed"
+
+
+class StorageError(NVMediaError):
+    """A file could not be written for want of room (``no_space``): a full device, a quota, a size limit."""
+
+    default_code = "no_space"
+
+
+_NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is used up"}
+
+
+def no_space_error(
+    exc: OSError, folder: str | os.PathLike[str] | None, what: str, needed: int | None, *, approximate: bool = False
+) -> StorageError | None:
+    """A ``no_space`` error for a write that failed for want of room, else None.
+
+    Args:
+        exc: the error the write raised.
+        folder: where the file was being written (for the free space), when it is a folder.
+        what: what was being written and where, for the message ("the manifest to m.jsonl").
+        needed: the bytes that write needed, when known.
+        approximate: ``needed`` is an estimate.
+
+    Example:
+        >>> err = no_space_error(OSError(errno.ENOSPC, "No space left on device"), "/tmp", "the manifest", 4096)
+        >>> err.code
+        'no_space'
+    """
+    need = f"{'about ' if approximate else ''}{needed} bytes" if needed is not None else "more room"
+    if exc.errno in _NO_ROOM:
+        free = "free space unknown"
+        if folder is not None:
+            try:
+                free = f"{shutil.disk_usage(folder).free} bytes free"
+            except OSError:
+                pass
+        return StorageError(
+            f"cannot write {what}: {_NO_ROOM[exc.errno]} ({free}; it needs {need})",
+            hint="free some space there, or point the run elsewhere: TMPDIR for temporary files, -o, --keep",
+        )
+    if exc.errno == errno.EFBIG:
+        return StorageError(
+            f"cannot write {what}: the file size limit of this process{_size_limit()} was reached (it needs {need})",
+            hint="raise the limit (ulimit -f) or write to a file system that allows larger files",
+        )
+    return None
+
+
+def _size_limit() -> str:
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError):
+        return ""
+    return f" ({limit} bytes)" if limit != resource.RLIM_INFINITY else ""
 
 
 class ConfigError(NVMediaError):

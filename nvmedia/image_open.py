@@ -23,6 +23,7 @@ cap is higher than Pillow's, so that a user-chosen larger limit is honoured.
 
 from __future__ import annotations
 
+import errno
 import re
 import struct
 import threading
@@ -162,6 +163,8 @@ def _map_error(
             code="corrupt_media",
             hint="the file is damaged or truncated; re-export or re-download it",
         )
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return None  # a write refused for want of room: the pipeline reports no_space, not a damaged file
     if isinstance(exc, OSError):
         message = str(exc) or type(exc).__name__
         if _is_unsupported(message):

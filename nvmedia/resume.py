@@ -480,6 +480,7 @@ class KeptRequests:
     ) -> None:
         self._earlier = earlier
         self._order = order
+        self._where = {name: at for at, name in enumerate(order)}
         self._kept = kept
         self._next = 0
 
@@ -492,8 +493,11 @@ class KeptRequests:
     def before(self, group: str | None) -> Iterator[list[Item]]:
         """The items of each kept request that comes before ``group`` (None: all the rest), read back now.
 
-        Call it with the run's groups in order; each kept request is given once.
+        Call it with the run's groups in order; each kept request is given once, and a group
+        already passed gives nothing.
         """
+        if group is not None and self._where.get(group, len(self._order)) < self._next:
+            return
         while self._next < len(self._order):
             name = self._order[self._next]
             self._next += 1

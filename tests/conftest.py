@@ -7,9 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from support import CORPUS
 
 from nvmedia.testing import NVCFEmulator
+
+# No Hypothesis test may fail on time: a loaded 2-core machine runs any example slower than 200 ms.
+settings.register_profile("nvmedia", deadline=None)
+settings.load_profile("nvmedia")
 
 
 @pytest.fixture(autouse=True)
