@@ -13,3 +13,4 @@ python bench_audio_strip.py "${quick[@]}"
 python bench_upload.py "${quick[@]}"
 python bench_resume.py "${quick[@]}"
 python bench_disk.py
+python bench_batch.py
