@@ -9,7 +9,6 @@ checked here.
 from __future__ import annotations
 
 import ipaddress
-import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Final
@@ -17,9 +16,8 @@ from typing import Final
 import httpx
 
 from ._redact import redact_text, redact_url
+from .config import env_api_key, env_assets_url
 from .errors import AssetAPIError, AuthError, ConfigError
-
-DEFAULT_ASSETS_URL: Final = "https://api.nvcf.nvidia.com/v2/nvcf/assets"
 
 _NO_KEY_HINT: Final = "set NVIDIA_API_KEY or pass --api-key"
 _INSECURE_HINT: Final = (
@@ -106,8 +104,8 @@ class AssetEndpoint:
         Raises:
             ConfigError: the URL is invalid, or plain http to a host that is not loopback.
         """
-        key = api_key if api_key is not None else os.environ.get("NVIDIA_API_KEY")
-        url = base_url or os.environ.get("NVMEDIA_ASSETS_URL") or DEFAULT_ASSETS_URL
+        key = api_key if api_key is not None else env_api_key()
+        url = base_url or env_assets_url()
         return cls(check_assets_url(url, allow_insecure_http=allow_insecure_http), (key or "").strip() or None)
 
     def auth(self, op: str) -> dict[str, str]:

@@ -12,9 +12,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from .config import output_cache_cap, parse_size
 from .items import Item, Request
-from .memory import parse_size
-from .outputs_cache import configured_max_bytes
 from .pipeline import Delivery, ProgressFn, Settings, run
 from .plan import Mode
 from .profiles import Profile, get_profile
@@ -132,7 +131,7 @@ def _settings(
         keep_metadata=keep_metadata,
         trim_s=trim_s,
         split_long_audio=split_long_audio,
-        max_memory=parse_size(max_memory) if max_memory is not None else None,
+        max_memory=parse_size(max_memory, what="max_memory") if max_memory is not None else None,
         output_cache_bytes=_output_cache_bytes(output_cache),
         fetch=FetchPolicy(allow=tuple(url_allow)) if fetch_urls else None,
     )
@@ -143,7 +142,7 @@ def _settings(
 
 def _output_cache_bytes(output_cache: bool | int) -> int:
     if isinstance(output_cache, bool):
-        return configured_max_bytes() if output_cache else 0
+        return output_cache_cap() if output_cache else 0
     if output_cache < 0:
         raise ValueError(f"output_cache must be True, False or a number of bytes >= 0, got {output_cache}")
     return output_cache

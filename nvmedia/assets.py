@@ -59,7 +59,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from ._asset_endpoint import DEFAULT_ASSETS_URL, AssetEndpoint, check_assets_url, is_loopback_host
+from ._asset_endpoint import AssetEndpoint, check_assets_url, is_loopback_host
 from ._asset_protocol import (
     DEFAULT_DESCRIPTION,
     DELETE_CONCURRENCY,
@@ -86,6 +86,7 @@ from ._asset_protocol import (
 from ._asset_results import AssetInfo, CreatedAsset, DeleteOutcome, DeleteReport, UploadURLExpired
 from ._asset_retry import CallPolicy, parse_retry_after, retry_policy
 from ._redact import install_log_redaction, redact_url
+from .config import DEFAULT_ASSETS_URL
 from .errors import ConfigError
 
 __all__ = [

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -44,22 +44,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _memory_size(text: str) -> int:
-    from .memory import parse_size
+def _size_type(flag: str, *, allow_zero: bool) -> Callable[[str], int]:
+    """An argparse type reading sizes (``1G``, ``512M``, ``1.5G``) the one way ``config.parse_size`` does."""
 
-    try:
-        return parse_size(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(f"{exc.message} ({exc.hint})") from None
+    def size(text: str) -> int:
+        from .config import parse_size
 
+        try:
+            return parse_size(text, what=flag, allow_zero=allow_zero)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(f"{exc.message} ({exc.hint})") from None
 
-def _size(text: str) -> int:
-    from .outputs_cache import parse_size
-
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return size
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -120,7 +116,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     prep.add_argument(
         "--max-memory",
-        type=_memory_size,
+        type=_size_type("--max-memory", allow_zero=False),
         metavar="BYTES",
         help="memory that image decodes may hold at once across workers, e.g. 1G or 512M "
         "(default: a quarter of RAM); an image whose decode alone needs more is too_large",
@@ -134,7 +130,7 @@ def _build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--no-output-cache", action="store_true", help="do not reuse or store converted files")
     prep.add_argument(
         "--output-cache-size",
-        type=_size,
+        type=_size_type("--output-cache-size", allow_zero=True),
         metavar="BYTES",
         help="cap of the converted-file cache, e.g. 500M (default 2G or $NVMEDIA_OUTPUT_CACHE_SIZE; 0: off)",
     )
@@ -346,11 +342,11 @@ def _versions() -> str:
 
 def _output_cache_bytes(args: argparse.Namespace) -> int:
     """The output cache's cap: 0 with --no-output-cache, else --output-cache-size, else the environment's."""
-    from .outputs_cache import configured_max_bytes
+    from .config import output_cache_cap
 
     if args.no_output_cache:
         return 0
-    return configured_max_bytes() if args.output_cache_size is None else int(args.output_cache_size)
+    return output_cache_cap() if args.output_cache_size is None else int(args.output_cache_size)
 
 
 class _ManifestError(Exception):

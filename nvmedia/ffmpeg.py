@@ -35,10 +35,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from .config import FFMPEG_ENV, env_ffmpeg
 from .errors import ConfigError, MediaError, ProcessingError
-
-FFMPEG_ENV = "NVMEDIA_FFMPEG"
-"""Environment variable naming the ffmpeg executable to use."""
 
 PROTOCOL_WHITELIST = "file,pipe"
 GLOBAL_ARGS: tuple[str, ...] = ("-nostdin", "-hide_banner", "-nostats", "-v", "error", "-y")
@@ -55,7 +53,7 @@ def find_ffmpeg() -> str:
     Raises:
         ConfigError: ``NVMEDIA_FFMPEG`` names no executable file, or no ffmpeg can be found.
     """
-    return _find_ffmpeg(os.environ.get(FFMPEG_ENV) or "")
+    return _find_ffmpeg(env_ffmpeg())
 
 
 @functools.lru_cache(maxsize=8)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import signals
+from .config import output_cache_cap
 from .errors import (
     AssetAPIError,
     AuthError,
@@ -43,7 +44,7 @@ from .errors import (
 from .items import Item, Request
 from .keep import plan_kept_names, remove_leftovers, write_kept
 from .memory import MemoryBudget
-from .outputs_cache import cache_for, configured_max_bytes, normalize_cached
+from .outputs_cache import cache_for, normalize_cached
 from .plan import Mode, inline_budget, plan_request
 from .profiles import DEFAULT_PROFILE, Profile
 from .resume import EarlierManifest, resume_record
@@ -97,7 +98,7 @@ class Settings:
     allow_insecure_http: bool = False
     max_memory: int | None = None
     """Bytes that image decodes may hold at once across the run's workers (None: a quarter of RAM)."""
-    output_cache_bytes: int = field(default_factory=configured_max_bytes)
+    output_cache_bytes: int = field(default_factory=output_cache_cap)
     """Cap of the normalized-output cache (``outputs_cache.py``) in ``cache_dir``; 0 turns it off."""
     fetch: FetchPolicy | None = None
     """How http(s) sources are fetched; None refuses them (``fetch_urls=False``, no ``--fetch-urls``)."""

@@ -37,6 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Generic, Literal, TypeVar
 
+from .config import TEST_WORKER_EXIT_ENV, TEST_WORKER_EXIT_ONCE_ENV, TEST_WORKER_HOLD_ENV
 from .signals import interruptible
 
 PoolKind = Literal["thread", "process"]
@@ -319,9 +320,9 @@ _hold_on: str | None = None
 
 def _read_test_hooks() -> None:
     global _exit_on, _exit_once, _hold_on
-    exit_on, hold_on = os.environ.get("NVMEDIA_TEST_WORKER_EXIT"), os.environ.get("NVMEDIA_TEST_WORKER_HOLD")
+    exit_on, hold_on = os.environ.get(TEST_WORKER_EXIT_ENV), os.environ.get(TEST_WORKER_HOLD_ENV)
     _exit_on = os.path.realpath(exit_on) if exit_on else None
-    _exit_once = os.environ.get("NVMEDIA_TEST_WORKER_EXIT_ONCE") or None
+    _exit_once = os.environ.get(TEST_WORKER_EXIT_ONCE_ENV) or None
     _hold_on = os.path.realpath(hold_on) if hold_on else None
 
 

@@ -13,8 +13,9 @@ from PIL import Image
 from support import ROOT
 
 import nvmedia
+from nvmedia.config import parse_size
 from nvmedia.errors import ConfigError
-from nvmedia.memory import MemoryBudget, format_size, parse_size
+from nvmedia.memory import MemoryBudget, format_size
 from nvmedia.pipeline import Settings, normalize_source
 from nvmedia.sources import expand
 
@@ -64,13 +65,13 @@ def _estimate(path: Path) -> int:
     ],
 )
 def test_max_memory_accepts_bytes_and_unit_suffixes(text: str, expected: int) -> None:
-    assert parse_size(text) == expected
+    assert parse_size(text, what="max_memory") == expected
 
 
 @pytest.mark.parametrize("text", ["lots", "0", "-1G", "1X", ""])
 def test_max_memory_refuses_what_is_not_a_size(text: str) -> None:
     with pytest.raises(ConfigError):
-        parse_size(text)
+        parse_size(text, what="max_memory")
 
 
 def test_cli_refuses_a_bad_max_memory_with_exit_2(tmp_path: Path) -> None:
