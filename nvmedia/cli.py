@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import threading
@@ -18,7 +19,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .cli_chat import add_fetch_arguments, add_parsers, cmd_batch, cmd_chat, fetch_policy
@@ -32,6 +33,43 @@ if TYPE_CHECKING:
     from .resume import EarlierManifest
 
 EXIT_OK, EXIT_ITEM_ERROR, EXIT_USAGE = 0, 1, 2
+
+_SECRET_OPTION = re.compile(r"^(--?[\w-]*(?:key|api|token|secret|passw|auth|credential)[\w-]*)(=.*)?$", re.IGNORECASE)
+"""An option whose name says it carries a credential (``--api-key``, a mistyped ``--api-kye``, ``--token=...``)."""
+REDACTED = "REDACTED"
+
+
+def redact_usage_error(message: str) -> str:
+    """``message`` (argparse's, which echoes the arguments it did not recognise) with credentials replaced.
+
+    The value after, or joined to, an option whose name looks like a key option is replaced,
+    and so is any word that looks like an NVIDIA key (``nvapi-...``).
+
+    Example:
+        >>> redact_usage_error("unrecognized arguments: --api-kee nvapi-123 --token=abc")
+        'unrecognized arguments: --api-kee REDACTED --token=REDACTED'
+    """
+    words = message.split(" ")
+    shown: list[str] = []
+    hide_next = False
+    for word in words:
+        secret_option = _SECRET_OPTION.match(word)
+        if hide_next and word:
+            shown.append(REDACTED)
+            hide_next = False
+        elif secret_option is not None:
+            hide_next = secret_option.group(2) is None
+            shown.append(secret_option.group(1) + (f"={REDACTED}" if secret_option.group(2) else ""))
+        else:
+            shown.append(REDACTED if word.startswith("nvapi-") else word)
+    return " ".join(shown)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error never repeats a key typed after a mistyped option."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(redact_usage_error(message))
 
 
 def _positive_int(text: str) -> int:
@@ -59,7 +97,7 @@ def _size_type(flag: str, *, allow_zero: bool) -> Callable[[str], int]:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nvmedia",
         description="Make images, audio and video acceptable to NVIDIA's hosted multimodal models.",
         epilog="Run 'nvmedia COMMAND --help' for a command's options.",
