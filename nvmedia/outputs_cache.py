@@ -92,6 +92,8 @@ def code_fingerprint() -> str:
 def _jsonable(value: object) -> object:
     if isinstance(value, Path):
         return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
     raise TypeError(f"{type(value).__name__} is not part of a cache key")
 
 

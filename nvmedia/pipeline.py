@@ -45,7 +45,7 @@ from .items import Item, Request
 from .keep import plan_kept_names, remove_leftovers, write_kept
 from .memory import MemoryBudget
 from .outputs_cache import cache_for, normalize_cached
-from .plan import Mode, inline_budget, plan_request
+from .plan import InlineShare, Mode, plan_request
 from .profiles import DEFAULT_PROFILE, Profile
 from .resume import EarlierManifest, resume_record
 from .sniff import sniff_path
@@ -310,7 +310,7 @@ def _check_readable(path: Path) -> int:
 
 
 def normalize_source(
-    source: Source, settings: Settings, workdir: Path, fit_chars: int | None, budget: MemoryBudget | None = None
+    source: Source, settings: Settings, workdir: Path, fit: InlineShare | None, budget: MemoryBudget | None = None
 ) -> Item:
     """Stage one for one source: read, sniff, probe, normalize (and keep a copy under ``--keep``).
 
@@ -342,7 +342,8 @@ def normalize_source(
         item.kind, item.input = info.kind, info
         options = NormalizeOptions(
             workdir=workdir,
-            fit_chars=fit_chars,
+            fit_chars=fit.each() if fit is not None else None,
+            fit_share=fit,
             keep_metadata=settings.keep_metadata,
             background=settings.background,
             trim_s=settings.trim_s,
@@ -457,7 +458,7 @@ def normalize_batch(
     sources: list[Source],
     settings: Settings,
     workdir: Path,
-    fit_chars: list[int | None],
+    fits: list[InlineShare | None],
     budget: MemoryBudget | None = None,
 ) -> list[Item]:
     """Stage one for a few consecutive sources, on a worker thread or process.
@@ -465,8 +466,8 @@ def normalize_batch(
     The outputs of likely inline items are base64-encoded here too, off the calling thread.
     """
     items = []
-    for source, fits in zip(sources, fit_chars, strict=True):
-        item = normalize_source(source, settings, workdir, fits, budget)
+    for source, fit in zip(sources, fits, strict=True):
+        item = normalize_source(source, settings, workdir, fit, budget)
         for sent in item.expanded():
             _encode_if_inline_candidate(sent, settings)
         items.append(item)
@@ -480,12 +481,10 @@ def _groups(sources: list[Source]) -> list[list[int]]:
     return list(order.values())
 
 
-def _fit_chars(settings: Settings, n_media: int) -> int | None:
+def _fit(settings: Settings, n_media: int) -> InlineShare | None:
     if settings.mode != "inline":
         return None
-    return inline_budget(
-        n_media, inline_limit=settings.effective_inline_limit, request_limit=settings.effective_request_limit
-    )
+    return InlineShare(n_media, settings.effective_inline_limit, settings.effective_request_limit)
 
 
 def _encode_if_inline_candidate(item: Item, settings: Settings) -> None:
@@ -593,7 +592,7 @@ def run(
 
     def args_for(indexes: Sequence[int]) -> tuple[object, ...]:
         chosen = [sources[i] for i in indexes]
-        fits = [_fit_chars(settings, group_sizes[source.group]) for source in chosen]
+        fits = [_fit(settings, group_sizes[source.group]) for source in chosen]
         return chosen, settings, workdir, fits, budget
 
     def report(indexes: Sequence[int]) -> None:

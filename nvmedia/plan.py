@@ -46,6 +46,25 @@ class Plan:
         return sum(1 for d in self.deliveries if d == "asset")
 
 
+@dataclass(frozen=True)
+class InlineShare:
+    """What one item of an inline request may use: the request's budget shared by its items.
+
+    Attributes:
+        items: how many media items the request carries.
+        inline_limit: an item's own limit (base64 characters).
+        request_limit: the limit of the request's inline items together.
+    """
+
+    items: int
+    inline_limit: int
+    request_limit: int
+
+    def each(self, pieces: int = 1) -> int:
+        """The budget of each item when one of them is sent as ``pieces`` pieces (split audio)."""
+        return inline_budget(self.items - 1 + pieces, inline_limit=self.inline_limit, request_limit=self.request_limit)
+
+
 def inline_budget(n_items: int, *, inline_limit: int, request_limit: int) -> int:
     """The base64 length each of ``n_items`` must stay under for the request to go inline.
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import MediaError
 from ..memory import MemoryBudget
+from ..plan import InlineShare
 from ..probe import MediaInfo
 from ..profiles import Profile
 from ..sniff import Sniffed
@@ -26,6 +27,8 @@ class NormalizeOptions:
     Attributes:
         workdir: folder where converted outputs are written (owned by the caller).
         fit_chars: in inline mode, the base64 length the output must stay under (None: no budget).
+        fit_share: in inline mode, the request's budget and how many items share it, so that an
+            input sent as several pieces (``split_long_audio``) fits each piece to its share.
         keep_metadata: keep EXIF/XMP/IPTC/text metadata instead of stripping it.
         background: RGB colour that transparency is flattened onto when the output cannot carry alpha.
         trim_s: cut video/audio longer than the profile's limit to its first ``trim_s`` seconds.
@@ -36,6 +39,7 @@ class NormalizeOptions:
 
     workdir: Path
     fit_chars: int | None = None
+    fit_share: InlineShare | None = None
     keep_metadata: bool = False
     background: tuple[int, int, int] = (255, 255, 255)
     trim_s: float | None = None

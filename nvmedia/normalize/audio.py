@@ -41,6 +41,7 @@ Rules, in order:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,6 +212,8 @@ def _split(
     cuts = cut_points(duration, max_s, loudness(source, sniffed, info))
     bounds = list(zip([0.0, *cuts], [*cuts, duration], strict=True))
     layout = _target(info, profile, warnings)
+    if options.fit_share is not None:  # the pieces share one request with the other items: each fits its share
+        options = dataclasses.replace(options, fit_chars=options.fit_share.each(len(bounds)))
     pieces: list[NormalizedMedia] = []
     try:
         for number, (start, end) in enumerate(bounds, 1):
