@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from .config import cache_folder
+from .media_info import MediaInfo
 from .normalize import NormalizedMedia, NormalizeOptions
-from .probe import MediaInfo
 from .profiles import Profile
 from .source_state import SourceState, file_sha256
 

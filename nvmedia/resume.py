@@ -43,7 +43,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 from .errors import ConfigError
 from .items import Item
-from .probe import RECORD_FIELDS, MediaInfo
+from .media_info import RECORD_FIELDS, MediaInfo
 from .profiles import Profile
 from .source_state import SourceState, file_sha256
 

@@ -48,14 +48,14 @@ from pathlib import Path
 
 from .. import ffmpeg as ff
 from ..errors import MediaError
-from ..probe import MediaInfo
+from ..media_info import MediaInfo
 from ..probe_av import probe_av, with_digest
 from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
 from ..validate import Validation, check_output, exact_duration, validate_av, wav_data_chunk
 from ..wire import b64_len
-from . import NormalizedMedia, NormalizeOptions
 from .audio_metadata import audio_rewrite, write_rewrite
+from .base import NormalizedMedia, NormalizeOptions
 from .limits import check_duration, decode_limit, exceeds
 from .metadata import MalformedContainerError
 

@@ -88,12 +88,12 @@ from typing import TYPE_CHECKING, Any
 from ..errors import MediaError
 from ..image_av import decode_webp_reduced
 from ..image_open import decode_estimate, image_orientation, open_image
+from ..media_info import MediaInfo
 from ..memory import Reservation
-from ..probe import MediaInfo
 from ..profiles import Profile
 from ..sniff import Sniffed
 from ..wire import b64_len
-from . import NormalizedMedia, NormalizeOptions
+from .base import NormalizedMedia, NormalizeOptions
 from .metadata import (
     MalformedContainerError,
     png_is_intact_and_plain,

@@ -56,13 +56,13 @@ from typing import Any
 
 from .. import ffmpeg as ff
 from ..errors import MediaError
-from ..probe import MediaInfo
+from ..media_info import MediaInfo
 from ..probe_av import open_container, probe_av, with_digest
 from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
 from ..validate import Validation, check_output, exact_duration, validate_av
 from ..wire import b64_len
-from . import NormalizedMedia, NormalizeOptions
+from .base import NormalizedMedia, NormalizeOptions
 from .limits import check_duration, decode_limit
 
 CONTAINER_NAMES = {"mp4": "mp4", "mov": "mov", "webm": "webm", "matroska": "mkv", "3gp": "3gp", "m4a": "mp4"}
