@@ -48,6 +48,7 @@ from pathlib import Path
 
 from .. import ffmpeg as ff
 from ..errors import MediaError
+from ..formats import output_format
 from ..media_info import MediaInfo
 from ..probe_av import probe_av, with_digest
 from ..profiles import Profile
@@ -337,7 +338,7 @@ def _encode(
     """Re-encode ``source`` from ``start``, ``cut`` seconds of it (None: to the end), ``length`` seconds in all."""
     import ffmpeg
 
-    output = ff.output_path(options.workdir, source, "." + enc.fmt)
+    output = ff.output_path(options.workdir, source, output_format(enc.fmt).suffix)
     in_options = {"ss": f"{start:.3f}"} if start > 0 else {}
     if cut is not None:
         in_options["t"] = f"{cut:.3f}"

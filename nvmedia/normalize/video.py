@@ -56,6 +56,7 @@ from typing import Any
 
 from .. import ffmpeg as ff
 from ..errors import MediaError
+from ..formats import output_format
 from ..media_info import MediaInfo
 from ..probe_av import open_container, probe_av, with_digest
 from ..profiles import Profile
@@ -308,7 +309,7 @@ def _run(
 ) -> tuple[Path, MediaInfo]:
     import ffmpeg
 
-    output = ff.output_path(options.workdir, source, ".mp4")
+    output = ff.output_path(options.workdir, source, output_format("mp4").suffix)
     in_options = {"t": f"{trim:.3f}"} if trim is not None else {}
     vindex = info.extra.get("video_index")
     aindex = info.extra.get("audio_index")
