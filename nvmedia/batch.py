@@ -356,7 +356,7 @@ def _wind_down(
         if slot.record.done() and not slot.record.cancelled() and slot.record.exception() is None:
             try:
                 on_record(slot.unit, slot.record.result())
-            except Exception:  # noqa: BLE001 - the first failure is the one to report
+            except Exception:  # the first failure is the one to report
                 break
 
 

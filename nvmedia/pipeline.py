@@ -387,7 +387,7 @@ def normalize_source(
         raise  # the keep folder cannot be written: the run stops
     except NVMediaError as exc:
         item.fail(exc)
-    except Exception as exc:  # noqa: BLE001 - one bad file must never stop a folder run
+    except Exception as exc:  # one bad file must never stop a folder run
         item.fail(
             MediaError(
                 f"{source.name}: unexpected {type(exc).__name__}: {exc}",
