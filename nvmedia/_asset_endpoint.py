@@ -18,11 +18,15 @@ import httpx
 from ._redact import redact_text, redact_url
 from .config import env_api_key, env_assets_url
 from .errors import AssetAPIError, AuthError, ConfigError
+from .option_table import ref
 
-_NO_KEY_HINT: Final = "set NVIDIA_API_KEY or pass --api-key"
+_URL_HINT: Final = (
+    f"pass {ref('assets_url')} or set NVMEDIA_ASSETS_URL to e.g. https://api.nvcf.nvidia.com/v2/nvcf/assets"
+)
+_NO_KEY_HINT: Final = f"set NVIDIA_API_KEY or pass {ref('api_key')}"
 _INSECURE_HINT: Final = (
     "use an https:// asset API URL; plain http is allowed only to a loopback address (127.0.0.0/8, ::1, localhost), "
-    "or pass allow_insecure_http=True / --allow-insecure-http if you accept sending the key in clear text"
+    f"or pass {ref('allow_insecure_http', True)} if you accept sending the key in clear text"
 )
 
 
@@ -63,17 +67,17 @@ def check_assets_url(url: str, *, allow_insecure_http: bool = False) -> str:
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
         raise ConfigError(
             f"the asset API URL {shown!r} is not a valid URL ({redact_text(str(exc))})",
-            hint="pass --assets-url or set NVMEDIA_ASSETS_URL to e.g. https://api.nvcf.nvidia.com/v2/nvcf/assets",
+            hint=_URL_HINT,
         ) from None
     if parsed.port is not None and not 0 <= parsed.port < 65536:
         raise ConfigError(
             f"the asset API URL {shown!r} is not a valid URL (port {parsed.port} is outside 0-65535)",
-            hint="pass --assets-url or set NVMEDIA_ASSETS_URL to e.g. https://api.nvcf.nvidia.com/v2/nvcf/assets",
+            hint=_URL_HINT,
         )
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigError(
             f"the asset API URL {shown!r} is not an http(s) URL",
-            hint="pass --assets-url or set NVMEDIA_ASSETS_URL to e.g. https://api.nvcf.nvidia.com/v2/nvcf/assets",
+            hint=_URL_HINT,
         )
     if parsed.scheme == "http" and not allow_insecure_http and not is_loopback_host(parsed.host):
         raise ConfigError(

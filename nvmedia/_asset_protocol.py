@@ -48,6 +48,7 @@ from ._asset_results import AssetInfo, CreatedAsset, DeleteOutcome, DeleteReport
 from ._asset_retry import CallPolicy, RetryableStatus, describe_failure, parse_retry_after, phrase
 from ._redact import redact_text, redact_url
 from .errors import AssetAPIError, AuthError, ConfigError, InputError, NVMediaError, UploadError
+from .option_table import ref
 
 logger = logging.getLogger("nvmedia.assets")
 
@@ -256,7 +257,8 @@ def _api_error(op: str, shown_url: str, resp: httpx.Response) -> AssetAPIError:
     if status in (401, 403):
         return AuthError(
             f"{op}: the asset API at {shown_url} refused the key with {status} {phrase(status)}{said}",
-            hint="check NVIDIA_API_KEY (or --api-key): it must be a valid NVIDIA API key allowed to use NVCF assets",
+            hint=f"check NVIDIA_API_KEY (or {ref('api_key')}): it must be a valid NVIDIA API key allowed to use "
+            "NVCF assets",
             status_code=status,
         )
     return AssetAPIError(
@@ -296,11 +298,11 @@ def _exhausted(
     if isinstance(exc, httpx.InvalidURL):
         return cls(
             f"{op}: {shown_url} is not a URL httpx can send to ({redact_text(str(exc))})",
-            hint="check the asset API URL (--assets-url / NVMEDIA_ASSETS_URL)",
+            hint=f"check the asset API URL ({ref('assets_url')} / NVMEDIA_ASSETS_URL)",
         )
     return cls(
         f"{op}: could not talk to {shown_url} ({describe_failure(exc)}) {tries}",
-        hint="check the network and the asset API URL (--assets-url / NVMEDIA_ASSETS_URL)",
+        hint=f"check the network and the asset API URL ({ref('assets_url')} / NVMEDIA_ASSETS_URL)",
     )
 
 

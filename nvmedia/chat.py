@@ -39,6 +39,7 @@ from ._asset_endpoint import is_loopback_host
 from ._asset_retry import RetryableStatus
 from .assets import parse_retry_after, redact_url, retry_policy
 from .errors import ChatError, ConfigError, NVMediaError
+from .option_table import ref
 from .wire import MediaPart, text_part
 
 if TYPE_CHECKING:
@@ -88,8 +89,7 @@ def check_key_transport(url: str, *, allow_insecure_http: bool = False, what: st
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(host):
         raise ConfigError(
             f"{what} {redact_url(url)} is plain http on another machine: the API key would travel unencrypted",
-            hint="use an https:// URL, or on a trusted network pass --allow-insecure-http; allow_insecure_http=True "
-            "in the library",
+            hint=f"use an https:// URL, or on a trusted network pass {ref('allow_insecure_http', True)}",
         )
 
 
@@ -402,7 +402,7 @@ class ChatClient:
             )
         hint = {
             404: "check --base-url and the model name (-m); an unknown asset id is also a 404",
-            413: "the request is too big; send large media as assets (--mode asset)",
+            413: f"the request is too big; send large media as assets ({ref('mode', 'asset')})",
         }.get(status, "this answer is not retried; check the request (model, parameters, media)")
         return ChatError(
             f"the chat endpoint at {redact_url(self.url)} answered {status} {_phrase(status)}{said}",

@@ -25,6 +25,7 @@ from . import __version__
 from .cli_chat import add_fetch_arguments, add_parsers, cmd_batch, cmd_chat, fetch_policy
 from .errors import ConfigError, NVMediaError, no_space_error
 from .names import shown
+from .option_table import front_door
 from .signals import Interrupted, interruptible, received, stop_on_signals
 
 if TYPE_CHECKING:
@@ -677,7 +678,15 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status.
+
+    Messages and hints name options by their flags (``--trim``) while it runs.
+    """
+    with front_door("cli"):
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.version:

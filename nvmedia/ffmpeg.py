@@ -37,6 +37,7 @@ from typing import Any
 
 from .config import FFMPEG_ENV, env_ffmpeg
 from .errors import ConfigError, MediaError, ProcessingError
+from .option_table import ref
 
 PROTOCOL_WHITELIST = "file,pipe"
 GLOBAL_ARGS: tuple[str, ...] = ("-nostdin", "-hide_banner", "-nostats", "-v", "error", "-y")
@@ -323,7 +324,8 @@ def _timeout_error(timeout_s: float) -> ProcessingError:
     return ProcessingError(
         f"ffmpeg ran longer than the {timeout_s:g} s allowed and was stopped",
         code="timeout",
-        hint="the file may be damaged or unusually slow to decode; try a shorter clip (--trim) or re-export it",
+        hint="the file may be damaged or unusually slow to decode; "
+        f"try a shorter clip ({ref('trim_s')}) or re-export it",
     )
 
 

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 from .errors import MediaError
+from .option_table import ref
 
 BudgetEvent = Callable[[str, str, int], None]
 """``observer(event, label, nbytes)``; event is ``waiting``, ``acquired`` or ``released``."""
@@ -125,7 +126,7 @@ class MemoryBudget:
                 f"{label}: decoding {what} needs about {format_size(nbytes)} of memory (estimated from its header), "
                 f"over the memory budget of {format_size(self.limit)}",
                 code="too_large",
-                hint="raise the budget with --max-memory (max_memory= in the library) if the machine has the "
+                hint=f"raise the budget with {ref('max_memory')} if the machine has the "
                 "memory, or downscale the image first",
             )
 

@@ -128,7 +128,7 @@ def test_decode_whose_estimate_alone_exceeds_the_budget_is_too_large(big_images:
     estimate = _estimate(big_images["webp"])
     assert format_size(estimate) in item.error.message
     assert "memory budget of 64 MB" in item.error.message
-    assert "--max-memory" in item.error.hint
+    assert "max_memory" in item.error.hint
 
 
 def test_cli_reports_too_large_for_a_decode_over_max_memory(big_images: dict[str, Path], tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ from .. import ffmpeg as ff
 from ..errors import MediaError
 from ..formats import output_format
 from ..media_info import MediaInfo
+from ..option_table import ref
 from ..probe_av import probe_av, with_digest
 from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
@@ -321,7 +322,8 @@ def _cannot_fit(source: Path, length: float, encoding: _Encoding, chars: int, li
         f"{source.name}: {length:.1f} s of audio cannot fit inline: as {encoding.describe()} it takes about "
         f"{chars:,} base64 characters; the limit is {limit:,}",
         code="cannot_fit_inline",
-        hint="use --mode auto or --mode asset to upload it, or --trim to send a shorter part",
+        hint=f"use {ref('mode', 'auto')} or {ref('mode', 'asset')} to upload it, "
+        f"or {ref('trim_s')} to send a shorter part",
     )
 
 

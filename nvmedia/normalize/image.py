@@ -91,6 +91,7 @@ from ..image_av import decode_webp_reduced
 from ..image_open import decode_estimate, image_orientation, open_image
 from ..media_info import MediaInfo
 from ..memory import Reservation
+from ..option_table import ref
 from ..profiles import Profile
 from ..sniff import Sniffed
 from ..wire import b64_len
@@ -783,7 +784,7 @@ def _fit(source: Path, staged: _Staged, first: _Step, profile: Profile, options:
         f"{source.name}: cannot fit inline: the smallest encoding reached was {b64_len(len(best.data)):,} base64 "
         f"characters ({best.size[0]}x{best.size[1]} {best.fmt}), over the inline budget of {budget:,}",
         code="cannot_fit_inline",
-        hint="use --mode auto or --mode asset to upload it",
+        hint=f"use {ref('mode', 'auto')} or {ref('mode', 'asset')} to upload it",
     )
 
 

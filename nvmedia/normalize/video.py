@@ -58,6 +58,7 @@ from .. import ffmpeg as ff
 from ..errors import MediaError
 from ..formats import output_format
 from ..media_info import MediaInfo
+from ..option_table import ref
 from ..probe_av import open_container, probe_av, with_digest
 from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
@@ -416,5 +417,6 @@ def _fit_inline(
         f"{source.name}: {seconds:.1f} s of video cannot fit inline: even at {smallest[0]} lines and "
         f"{smallest[1]} kbps it takes about {needed:,} base64 characters; the limit is {limit:,}",
         code="cannot_fit_inline",
-        hint="use --mode auto or --mode asset to upload it, or --trim to send a shorter part",
+        hint=f"use {ref('mode', 'auto')} or {ref('mode', 'asset')} to upload it, "
+        f"or {ref('trim_s')} to send a shorter part",
     )
