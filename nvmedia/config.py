@@ -36,6 +36,9 @@ TEST_WORKER_EXIT_ENV: Final = "NVMEDIA_TEST_WORKER_EXIT"
 TEST_WORKER_EXIT_ONCE_ENV: Final = "NVMEDIA_TEST_WORKER_EXIT_ONCE"
 TEST_WORKER_HOLD_ENV: Final = "NVMEDIA_TEST_WORKER_HOLD"
 
+CLIENT_ENV: Final = (API_KEY_ENV, ASSETS_URL_ENV, CACHE_DIR_ENV, OUTPUT_CACHE_SIZE_ENV)
+"""The variables a client reads when it is made."""
+
 DEFAULT_ASSETS_URL: Final = "https://api.nvcf.nvidia.com/v2/nvcf/assets"
 DEFAULT_OUTPUT_CACHE_BYTES: Final = 2 * 1024**3
 """The converted-file cache's cap when neither an argument nor ``NVMEDIA_OUTPUT_CACHE_SIZE`` says: 2 GiB."""

@@ -47,30 +47,16 @@ from .media_info import RECORD_FIELDS, MediaInfo
 from .option_table import OPTIONS
 from .option_table import ref as option_ref
 from .profiles import Profile
+from .settings import Settings
 from .source_state import SourceState, file_sha256
 
 if TYPE_CHECKING:
-    from .pipeline import Settings
     from .sources import Source
 
 RECORD_KEY: Final = "resume"
 
 _NOT_SHAPING: Final = frozenset(
-    {
-        "assets_url",
-        "api_key",
-        "emulate",
-        "jobs",
-        "pool",
-        "use_cache",
-        "cache_dir",
-        "description",
-        "output_cache_bytes",
-        "max_memory",
-        "engine",
-        "allow_insecure_http",
-        "fetch",
-    }
+    {"jobs", "pool", "cache_dir", "description", "output_cache_bytes", "max_memory", "engine", "fetch"}
 )
 """Settings that change how a run works, not what its records say; every other field must match."""
 
@@ -96,8 +82,6 @@ def _plain(value: object) -> object:
 
 @functools.cache
 def _shaping_fields() -> tuple[str, ...]:
-    from .pipeline import Settings  # here: pipeline imports this module
-
     return tuple(f.name for f in dataclasses.fields(Settings) if f.name not in _NOT_SHAPING)
 
 

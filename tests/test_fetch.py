@@ -337,6 +337,15 @@ def test_cli_prepare_blocks_loopback_url_without_url_allow(origin: Origin, capsy
     assert origin.hosts == []
 
 
+def test_inspect_fetches_urls_with_the_same_flags_as_prepare(
+    origin: Origin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = origin.url("/hopper.png")
+    assert main(["inspect", url, "--json", "--fetch-urls", "--url-allow", "127.0.0.1"]) == 0
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert record["status"] == "ok" and record["input"]["mime"] == "image/png"
+
+
 def test_cli_url_allow_without_fetch_urls_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prepare", "http://127.0.0.1/a.png", "--url-allow", "127.0.0.1", "--dry-run"]) == 2
     assert "--fetch-urls" in capsys.readouterr().err

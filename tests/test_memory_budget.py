@@ -16,7 +16,8 @@ import nvmedia
 from nvmedia.config import parse_size
 from nvmedia.errors import ConfigError
 from nvmedia.memory import MemoryBudget, format_size
-from nvmedia.pipeline import Settings, normalize_source
+from nvmedia.normalize_stage import normalize_source
+from nvmedia.settings import Settings
 from nvmedia.sources import expand
 
 
@@ -195,7 +196,8 @@ def test_budget_that_fits_one_decode_makes_the_second_wait_for_the_first(big_ima
 _PROCESS_DRIVER = """
 import json, multiprocessing, os, sys
 from nvmedia.memory import MemoryBudget
-from nvmedia.pipeline import Settings, run
+from nvmedia.pipeline import run
+from nvmedia.settings import Settings
 
 files, limit = [os.path.basename(p) for p in sys.argv[1:3]], int(sys.argv[3])
 events = ["waiting", "acquired", "released"]

@@ -51,8 +51,10 @@ def test_small_items_go_inline_and_large_ones_are_uploaded(emu: NVCFEmulator) ->
 
 def test_leaving_the_block_deletes_the_uploaded_assets(emu: NVCFEmulator) -> None:
     with _prepare(emu, [LARGE]) as prep:
-        assert len(emu.assets(KEY)) == 1
-    assert prep.asset_ids and emu.assets(KEY) == []
+        assert len(emu.assets(KEY)) == 1 and prep.asset_ids
+    assert emu.assets(KEY) == []
+    with pytest.raises(nvmedia.ConfigError, match="after its block ended"):
+        _ = prep.asset_ids  # never stale
 
 
 def test_openai_sdk_request_built_from_prepare_is_accepted(emu: NVCFEmulator) -> None:
@@ -308,10 +310,10 @@ def test_no_secret_in_any_output(
     assert "X-Amz-Signature" not in everything
 
 
-def test_settings_repr_never_shows_the_key() -> None:
-    from nvmedia.pipeline import Settings
-
-    assert KEY not in repr(Settings(api_key=KEY))
+def test_client_repr_never_shows_the_key() -> None:
+    client = nvmedia.Client(api_key=KEY)
+    assert KEY not in repr(client) and "***" in repr(client)
+    client.close()
 
 
 def test_processing_images_on_threads_does_not_silence_the_callers_warnings() -> None:
