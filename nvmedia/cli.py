@@ -99,6 +99,11 @@ def _build_parser() -> argparse.ArgumentParser:
         default="audio_url",
         help="content part for inline audio (default: audio_url)",
     )
+    prep.add_argument("--engine", choices=("local", "ray"), default="local", help="run here, or on Ray (nvmedia[ray])")
+    prep.add_argument("--address", metavar="ADDR", help="with --engine ray: join this cluster (auto, ray://HOST:PORT)")
+    prep.add_argument(
+        "--output-format", choices=("jsonl", "parquet"), default="jsonl", help="parquet: -o names a folder of files"
+    )
 
     insp = sub.add_parser("inspect", help="what each file is and what prepare would do; nothing is written")
     insp.add_argument("paths", nargs="+", metavar="PATH")
@@ -114,6 +119,7 @@ def _build_parser() -> argparse.ArgumentParser:
     delete = asub.add_parser("delete", help="delete assets by id, or all of them")
     delete.add_argument("ids", nargs="*", metavar="ID")
     delete.add_argument("--all", action="store_true", help="delete every asset of this key")
+    delete.add_argument("--job", metavar="ID", help="delete the assets of this job (described 'nvmedia job ID')")
 
     emu = sub.add_parser("emulator", help="run the local NVCF emulator; prints its base URL first")
     emu.add_argument("--host", default="127.0.0.1")
@@ -212,6 +218,18 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         split_long_audio=args.split_long_audio,
     )
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
+    if args.address is not None and args.engine != "ray":
+        return _fail("--address goes with --engine ray", "add --engine ray")
+    if args.engine == "ray":
+        from .ray.cli import run_on_ray
+
+        results = run_on_ray(args.paths, settings, address=args.address, progress=progress)
+    else:
+        results = run(args.paths, settings, progress=progress)
+    if args.output_format == "parquet":
+        from .ray.cli import write_parquet
+
+        return write_parquet(results, args.output, group=args.group, finish=progress.finish if progress else None)
     to_stdout = args.output == "-"
     target = Path(args.output)
     partial = target.with_name(f".{target.name}.part") if not to_stdout else None
@@ -226,7 +244,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     counts = {"ok": 0, "skipped": 0, "error": 0, "uploaded": 0}
     summary = None
     try:
-        for items, request in run(args.paths, settings, progress=progress):
+        for items, request in results:
             for item in items:
                 counts[item.status] += 1
                 counts["uploaded"] += item.uploaded
@@ -305,8 +323,14 @@ def _cmd_assets(args: argparse.Namespace) -> int:
             for asset_id in client.list():
                 print(asset_id)
             return EXIT_OK
-        if args.all == bool(args.ids):
-            return _fail("name asset ids or pass --all (not both)", "nvmedia assets delete ID... | --all")
+        if (args.job is not None) + args.all + bool(args.ids) != 1:
+            return _fail(
+                "name asset ids, --all or --job ID (one of them)", "nvmedia assets delete ID... | --all | --job ID"
+            )
+        if args.job is not None:
+            from .ray.jobs import delete_job_command
+
+            return delete_job_command(client, args.job)
         ids = client.list() if args.all else args.ids
         for asset_id in ids:
             client.delete(asset_id)
