@@ -261,6 +261,15 @@ def test_same_content_is_uploaded_once_per_job_across_upload_actors(tmp_path: Pa
     assert {row["asset_id"] for row in rows} == {one["asset_id"]}
 
 
+def test_emulate_on_ray_uploads_to_the_in_process_emulator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, (record,) = run_prepare(
+        [str(CORPUS / "pillow__hopper.png"), "--engine", "ray", "--emulate", "--mode", "asset"], tmp_path / "m.jsonl"
+    )
+    assert code == 0 and record["status"] == "ok" and record["asset_id"]
+    assert record["part"]["image_url"]["url"] == f"data:image/png;asset_id,{record['asset_id']}"
+    assert "Ray job" not in capsys.readouterr().err  # the emulator's assets go when it stops: nothing to clean up
+
+
 def test_missing_key_for_an_upload_is_exit_2_and_writes_no_manifest(
     tmp_path: Path, emu: NVCFEmulator, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -379,3 +388,12 @@ def test_ray_listens_on_loopback_only() -> None:
     for address in addresses:
         v4 = address[-8:] if len(address) == 8 or address.startswith("0000000000000000FFFF0000") else None
         assert (v4 is not None and v4.endswith("7F")) or address == "00000000000000000000000001000000", address
+
+
+def test_nvmedia_ray_names_resolve_and_importing_it_loads_no_ray() -> None:
+    assert nvmedia.ray.__all__ == sorted(nvmedia.ray.__all__)
+    for name in nvmedia.ray.__all__:
+        assert getattr(nvmedia.ray, name) is not None
+    code = "import sys, nvmedia.ray, nvmedia.ray.jobs; print(sorted(m for m in ('ray', 'pyarrow') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
+    assert out.strip() == "[]"

@@ -12,6 +12,7 @@ Example:
     >>> ds = ray.data.from_items([{"path": "/data/cat.heic"}, {"path": "/data/talk.flac"}])
     >>> records = nvmedia.ray.prepare_dataset(ds, mode="auto", job="run-42")
     >>> records.write_parquet("/data/prepared")
+    >>> nvmedia.ray.row_to_record(records.take(1)[0])  # the CLI manifest's record
 """
 
 from __future__ import annotations
@@ -20,16 +21,22 @@ from typing import TYPE_CHECKING, Any
 
 from .jobs import job_description, new_job_id
 
-__all__ = ["job_description", "new_job_id", "prepare_dataset"]
+__all__ = ["job_description", "new_job_id", "prepare_dataset", "row_to_record"]
+
+_LAZY = {"prepare_dataset": "dataset", "row_to_record": "records"}
+"""Names whose modules import Ray or pyarrow: loaded on first use (a ``ConfigError`` naming the extra without them)."""
 
 if TYPE_CHECKING:
     from .dataset import prepare_dataset
+    from .records import row_to_record
 
 
 def __getattr__(name: str) -> Any:
-    if name != "prepare_dataset":
+    module = _LAZY.get(name)
+    if module is None:
         raise AttributeError(f"module 'nvmedia.ray' has no attribute {name!r}")
-    from .dataset import prepare_dataset
+    import importlib
 
-    globals()[name] = prepare_dataset
-    return prepare_dataset
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

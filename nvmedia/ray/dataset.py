@@ -86,6 +86,7 @@ def prepare_dataset(
             (a ``cache_dir`` on a shared filesystem shares it across nodes).
         job: names this run's assets: each is described ``nvmedia job <job>``, so
             ``nvmedia assets delete --job <job>`` removes them. Default: a new id (``new_job_id()``), logged.
+            The job's dedupe actor, ``nvmedia-dedupe-<job>``, lives as long as this driver.
         filesystem: a ``pyarrow.fs.FileSystem`` (or an fsspec one) to read the paths from.
         batch_size: sources per task.
         uploads_per_node: concurrent uploads of each node's upload actor.
