@@ -248,17 +248,23 @@ def test_emulator_round_trip_on_ray_with_faults_leaves_no_asset_after_cleanup(
     assert emu.assets(KEY) == []
 
 
-def test_same_content_is_uploaded_once_per_job_across_upload_actors(tmp_path: Path, emu: NVCFEmulator) -> None:
+def test_uploads_are_bounded_per_node_and_the_same_content_is_uploaded_once_per_job(
+    tmp_path: Path, emu: NVCFEmulator
+) -> None:
     for name in ("one.png", "two.png", "three.png"):
         shutil.copyfile(CORPUS / "pillow__hopper.png", tmp_path / name)
+    distinct = [CORPUS / f"pillow__{name}" for name in ("hopper.webp", "flower.jpg", "hopper_gray.jpg", "rgb.jpg")]
+    emu.inject("slow", times=5, path_prefix=UPLOAD_PATH, delay_s=0.3)  # uploads that overlap, were they allowed to
     options: dict[str, Any] = {"mode": "asset", "cache": False, "assets_url": emu.assets_url, "api_key": KEY}
-    first = nvmedia.ray.prepare_dataset(ray.data.from_items([{"path": str(tmp_path / "one.png")}]), job="j1", **options)
-    (one,) = first.take_all()
-    # A second pipeline of the same job runs its own upload actors; the job's registry still knows the bytes.
+    first = ray.data.from_items([{"path": str(p)} for p in [tmp_path / "one.png", *distinct]])
+    rows = nvmedia.ray.prepare_dataset(first, job="j1", uploads_per_node=2, **options).take_all()
+    assert emu.upload_count == 5 and emu.peak_concurrent_uploads <= 2
+    (one,) = [row["asset_id"] for row in rows if row["path"].endswith("one.png")]
+    # A second pipeline of the same job runs its own upload actor; the job's registry still knows the bytes.
     again = ray.data.from_items([{"path": str(tmp_path / n)} for n in ("two.png", "three.png")])
     rows = nvmedia.ray.prepare_dataset(again, job="j1", **options).take_all()
-    assert emu.upload_count == 1
-    assert {row["asset_id"] for row in rows} == {one["asset_id"]}
+    assert emu.upload_count == 5
+    assert {row["asset_id"] for row in rows} == {one}
 
 
 def test_emulate_on_ray_uploads_to_the_in_process_emulator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

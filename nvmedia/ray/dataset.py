@@ -121,13 +121,13 @@ def prepare_dataset(
         assets_url=assets_url or os.environ.get("NVMEDIA_ASSETS_URL") or DEFAULT_ASSETS_URL,
         api_key=api_key or os.environ.get("NVIDIA_API_KEY") or None,
         dry_run=dry_run,
-        keep=Path(keep) if keep is not None else None,
+        keep=Path(keep).absolute() if keep is not None else None,  # workers do not share this cwd
         keep_metadata=keep_metadata,
         trim_s=trim_s,
         split_long_audio=split_long_audio,
         audio_part=audio_part,
         use_cache=cache,
-        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        cache_dir=Path(cache_dir).absolute() if cache_dir is not None else None,
         description=job_description(job),
     )
     return build(

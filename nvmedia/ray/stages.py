@@ -144,7 +144,8 @@ def normalize_batch(
     return pa.table(
         {
             **{name: batch.column(name) for name in carried},
-            PENDING_COLUMN: pa.array([pickle.dumps(p, protocol=5) for p in done], type=pa.binary()),
+            # large_binary: a batch of videos can pass the 2 GiB that one binary array holds
+            PENDING_COLUMN: pa.array([pickle.dumps(p, protocol=5) for p in done], type=pa.large_binary()),
         }
     )
 
@@ -313,7 +314,8 @@ def _carried(batch: pa.Table, column: str) -> list[str]:
 def output_table(batch: pa.Table, column: str, per_source: list[list[Item]], output: Output) -> pa.Table:
     """The stage's rows: one per item sent (records), or one per source (pickled items)."""
     if output == "items":
-        return pa.table({ITEMS_COLUMN: pa.array([pickle.dumps(items, protocol=5) for items in per_source])})
+        blobs = [pickle.dumps(items, protocol=5) for items in per_source]
+        return pa.table({ITEMS_COLUMN: pa.array(blobs, type=pa.large_binary())})
     origin = [index for index, items in enumerate(per_source) for _ in items]
     rows = [record_to_row(it.to_record()) for items in per_source for it in items]
     table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
