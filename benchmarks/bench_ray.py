@@ -6,7 +6,8 @@
     (worker processes), on the same photos. Target: within 1.3x.
     Both time the prepare command on a running, warmed-up cluster (one subprocess per
     cluster size: ``ray.init``, one small warm-up run, then the timed runs in that
-    process); starting the cluster is a fixed cost, reported apart (``ray_startup``).
+    process, the local engine's runs interleaved with the 2-CPU ones); starting the
+    cluster is a fixed cost, reported apart (``ray_startup``).
 (c) ``ray_item_costs``: seconds per item on 1 CPU for each kind of a mixed workload
     (camera photo, 3-minute voice memo in M4A, 30 s 720p H.264 screen recording that is
     remuxed, 30 s 720p VP8 WebM that is transcoded), and output bytes per item.
@@ -58,7 +59,7 @@ def _loopback_env() -> dict[str, str]:
 # -- the worker: one Ray cluster of N CPUs, in its own process -----------------------------------------
 
 
-def worker(cpus: int, folder: Path, warmup: Path, repeat: int, mix: Path | None) -> None:
+def worker(cpus: int, folder: Path, warmup: Path, repeat: int, mix: Path | None, compare_local: bool) -> None:
     """Runs inside the subprocess: start Ray, warm it up, time the runs; print one JSON line."""
     started = time.perf_counter()
     import ray
@@ -70,8 +71,20 @@ def worker(cpus: int, folder: Path, warmup: Path, repeat: int, mix: Path | None)
     assert main(["prepare", str(warmup), "--dry-run", "--engine", "ray", "-o", str(out)]) == 0
     startup = time.perf_counter() - started
     args = ["prepare", str(folder), "--dry-run", "--engine", "ray", "-o", str(out)]
-    seconds = timed(lambda: main(args), repeat=repeat)
-    result: dict[str, Any] = {"cpus": cpus, "seconds": seconds, "startup_s": startup, "manifest": str(out)}
+    local_out = folder.parent / "local.jsonl"
+    local_cmd = nvmedia_cmd("prepare", str(folder), "--dry-run", "-j", "2", "-o", str(local_out))
+    ray_times, local_times = [], []
+    for _ in range(repeat):  # interleaved with the local engine's runs: a busy machine slows both alike
+        ray_times.append(timed(lambda: main(args), repeat=1))
+        if compare_local:
+            local_times.append(timed(lambda: run(local_cmd), repeat=1))
+    result: dict[str, Any] = {
+        "cpus": cpus,
+        "seconds": statistics.median(ray_times),
+        "local_j2_s": statistics.median(local_times) if local_times else None,
+        "startup_s": startup,
+        "manifest": str(out),
+    }
     if mix is not None:
         costs = {}
         for kind_dir in sorted(mix.iterdir()):
@@ -91,9 +104,12 @@ def worker(cpus: int, folder: Path, warmup: Path, repeat: int, mix: Path | None)
     print(json.dumps(result))
 
 
-def run_worker(cpus: int, folder: Path, warmup: Path, repeat: int, mix: Path | None = None) -> dict[str, Any]:
+def run_worker(
+    cpus: int, folder: Path, warmup: Path, repeat: int, mix: Path | None = None, compare_local: bool = False
+) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", str(cpus), "--folder", str(folder), "--warmup", str(warmup)]
     cmd += ["--repeat", str(repeat)] + (["--mix", str(mix)] if mix is not None else [])
+    cmd += ["--compare-local"] if compare_local else []
     done = subprocess.run(cmd, env=_loopback_env(), capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"the Ray worker run failed:\n{done.stderr[-3000:]}")
@@ -180,10 +196,11 @@ def main() -> int:
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--mix", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--compare-local", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     repeat = args.repeat or (1 if args.quick else 3)
     if args.worker is not None:
-        worker(args.worker, args.folder, args.warmup, repeat, args.mix)
+        worker(args.worker, args.folder, args.warmup, repeat, args.mix, args.compare_local)
         return 0
     count = args.count or (100 if args.quick else 400)
     with tempfile.TemporaryDirectory(prefix="nvmedia-bench-ray-") as name:
@@ -197,12 +214,10 @@ def main() -> int:
         mix = make_mix(tmp / "mix", photos, args.quick)
         print(f"generated {count} photos and the mix in {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
-        local_out = tmp / "local.jsonl"
-        local_cmd = nvmedia_cmd("prepare", str(tmp / "photos"), "--dry-run", "-j", "2", "-o", str(local_out))
-        local_j2 = timed(lambda: run(local_cmd), repeat=repeat)
         one = run_worker(1, tmp / "photos", warmup, repeat, mix)
-        two = run_worker(2, tmp / "photos", warmup, repeat)
-        local_records = local_out.read_text()
+        two = run_worker(2, tmp / "photos", warmup, repeat, compare_local=True)
+        local_j2 = two["local_j2_s"]
+        local_records = (tmp / "local.jsonl").read_text()
         assert Path(two["manifest"]).read_text() == local_records, "Ray and the local engine disagree"
         assert Path(one["manifest"]).read_text() == local_records
         ok = sum(json.loads(line)["status"] == "ok" for line in local_records.splitlines())

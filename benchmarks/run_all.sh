@@ -10,3 +10,4 @@ python bench_passthrough.py
 python bench_photo.py "${quick[@]}"
 python bench_av.py "${quick[@]}"
 python bench_upload.py "${quick[@]}"
+python bench_ray.py "${quick[@]}"

@@ -57,7 +57,7 @@ def run_on_ray(
     if address is not None:
         address = check_address(address)
     ray = import_ray(local=address is None)
-    from .dataset import DEFAULT_BATCH_SIZE, DEFAULT_UPLOADS_PER_NODE, build, registry_name
+    from .dataset import DEFAULT_BATCH_SIZE, DEFAULT_UPLOADS_PER_NODE, build, release_registry
     from .stages import CWD_COLUMN, ITEMS_COLUMN, REAL_PATH_COLUMN, REL_COLUMN, SKIP_COLUMN, WALKED_COLUMN
 
     sources = expand(paths, "file")
@@ -131,19 +131,10 @@ def run_on_ray(
             finally:
                 (context.execution_options.preserve_order, context.enable_progress_bars) = saved
                 context.print_on_execution_start = saved_print
-                _stop_registry(registry_name(job))
+                release_registry(job)
     finally:
         if emulator is not None:
             emulator.stop()
-
-
-def _stop_registry(name: str) -> None:
-    import ray
-
-    try:
-        ray.kill(ray.get_actor(name))
-    except ValueError:
-        pass  # a dry run has none
 
 
 def write_parquet(

@@ -173,9 +173,8 @@ def build(
     )
     if final:
         return normalized
-    registry = (
-        ray.remote(num_cpus=0)(DedupeRegistry).options(name=registry_name(job), get_if_exists=True).remote(TAKEOVER_S)
-    )
+    registry = ray.remote(num_cpus=0)(DedupeRegistry).options(name=registry_name(job), get_if_exists=True)
+    _REGISTRIES[job] = registry.remote(TAKEOVER_S)
     alive = [node for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
     return normalized.map_batches(
         Uploader,
@@ -183,7 +182,7 @@ def build(
         batch_format="pyarrow",
         fn_constructor_kwargs={
             "settings": settings,
-            "registry": registry,
+            "registry": _REGISTRIES[job],
             "column": column,
             "output": output,
             "uploads": uploads_per_node,
@@ -196,6 +195,19 @@ def build(
 def registry_name(job: str) -> str:
     """The name of a job's ``DedupeRegistry`` actor."""
     return f"nvmedia-dedupe-{job}"
+
+
+_REGISTRIES: dict[str, Any] = {}
+"""This driver's dedupe actors, by job. Ray stops an actor once no handle to it is left, and the
+Dataset holding one may be gone while the job goes on (a second ``prepare_dataset`` of the same
+job): held here, each lives as long as the driver, or until ``release_registry``."""
+
+
+def release_registry(job: str) -> None:
+    """Stop a job's dedupe actor (the CLI does when its run ends)."""
+    registry = _REGISTRIES.pop(job, None)
+    if registry is not None:
+        ray.kill(registry)
 
 
 def _filesystem(filesystem: Any) -> pafs.FileSystem | None:

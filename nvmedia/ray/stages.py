@@ -55,7 +55,6 @@ REL_COLUMN: Final = "__nvmedia_rel"
 WALKED_COLUMN: Final = "__nvmedia_walked"
 """Found in a folder walk: non-media there is skipped, not an error."""
 SKIP_COLUMN: Final = "__nvmedia_skip"
-PRIVATE_COLUMNS: Final = (REAL_PATH_COLUMN, CWD_COLUMN, REL_COLUMN, WALKED_COLUMN, SKIP_COLUMN)
 NAME_COLUMN_FOR_BYTES: Final = "path"
 """Beside a bytes column, the column naming each source (``ray.data.read_binary_files(include_paths=True)``)."""
 
@@ -97,32 +96,12 @@ def normalize_batch(
         final: nothing is to be uploaded (a dry run): finish the items here.
         output: the shape of the rows given back when ``final``.
     """
-    values = batch.column(column).to_pylist()
-    names = _names(batch, column, values)
-    real = _optional(batch, REAL_PATH_COLUMN)
-    cwd = _optional(batch, CWD_COLUMN)
-    rel = _optional(batch, REL_COLUMN)
-    walked = _optional(batch, WALKED_COLUMN)
-    skip = _optional(batch, SKIP_COLUMN)
     fit_chars = _fit_chars(settings)
     done: list[Pending] = []
-    for index, value in enumerate(values):
-        name = names[index]
-        _crash_for_tests(name)
+    for row in _rows(batch, column):
+        _crash_for_tests(row.name)
         with tempfile.TemporaryDirectory(prefix="nvmedia-ray-") as tmp:
-            workdir = Path(tmp)
-            item = _prepare_one(
-                value,
-                name,
-                _readable(real[index], cwd[index] if cwd is not None else None) if real is not None else None,
-                rel[index] if rel is not None else None,
-                bool(walked[index]) if walked is not None else False,
-                skip[index] if skip is not None else None,
-                settings,
-                filesystem,
-                workdir,
-                fit_chars,
-            )
+            item = _prepare_one(row, settings, filesystem, Path(tmp), fit_chars)
             items = item.expanded()
             _plan(items, settings)
             payloads: list[bytes | None] = []
@@ -150,20 +129,42 @@ def normalize_batch(
     )
 
 
+@dataclass
+class _Row:
+    """One row's source: what the column holds, its name, and what the CLI knows from its folder walk."""
+
+    value: object
+    name: str
+    path: str | None = None
+    rel: str | None = None
+    walked: bool = False
+    skip: str | None = None
+
+
+def _rows(batch: pa.Table, column: str) -> list[_Row]:
+    values = batch.column(column).to_pylist()
+    names = _names(batch, column, values)
+    real, cwd = _optional(batch, REAL_PATH_COLUMN), _optional(batch, CWD_COLUMN)
+    rel, walked, skip = _optional(batch, REL_COLUMN), _optional(batch, WALKED_COLUMN), _optional(batch, SKIP_COLUMN)
+    return [
+        _Row(
+            value,
+            names[i],
+            _readable(real[i], cwd[i] if cwd is not None else None) if real is not None else None,
+            rel[i] if rel is not None else None,
+            bool(walked[i]) if walked is not None else False,
+            skip[i] if skip is not None else None,
+        )
+        for i, value in enumerate(values)
+    ]
+
+
 def _prepare_one(
-    value: object,
-    name: str,
-    real: str | None,
-    rel: str | None,
-    walked: bool,
-    skip: str | None,
-    settings: Settings,
-    filesystem: pafs.FileSystem | None,
-    workdir: Path,
-    fit_chars: int | None,
+    row: _Row, settings: Settings, filesystem: pafs.FileSystem | None, workdir: Path, fit_chars: int | None
 ) -> Item:
     """One source through ``normalize_source`` (after fetching it when it lives on another filesystem)."""
-    base = PurePosixPath(rel) if rel else PurePosixPath(PurePosixPath(name).name or "source")
+    name, value = row.name, row.value
+    base = PurePosixPath(row.rel) if row.rel else PurePosixPath(PurePosixPath(name).name or "source")
     if isinstance(value, (bytes, bytearray)):
         return normalize_source(Source(name, data=bytes(value), rel=base), settings, workdir, fit_chars)
     if not isinstance(value, str) or not value:
@@ -176,7 +177,7 @@ def _prepare_one(
             )
         )
         return item
-    path = real or value
+    path = row.path or value
     if filesystem is not None or _URI_RE.match(path):
         try:
             local = _fetch(path, filesystem, workdir)
@@ -185,7 +186,7 @@ def _prepare_one(
             item.fail(exc)
             return item
         return normalize_source(Source(name, local, rel=base), settings, workdir, fit_chars)
-    source = Source(name, Path(path), rel=base, explicit=not walked, skip_reason=skip)
+    source = Source(name, Path(path), rel=base, explicit=not row.walked, skip_reason=row.skip)
     return normalize_source(source, settings, workdir, fit_chars)
 
 
