@@ -16,18 +16,24 @@ each starts from an empty service.
     profile file lifts the 1-hour audio cap since 2 GB is 3.4 h), with the
     time of the same command under ``--dry-run`` (sniff, probe, full-decode
     validation, no upload) beside it. Target: < 120 MB.
+(d) ``delete_many``: 190 assets deleted with the emulator adding 0.1 s to each
+    asset-API call: ``AssetClient.delete_many`` (16 at a time) and
+    ``AsyncAssetClient.delete_many`` against ``AssetClient.delete`` called for one id
+    after another, each on freshly created assets in the same emulator process.
+    Target: under 3 s.
 (c) ``upload_warm_cache``: 200 distinct ~300 KB WAVs (over the inline limit),
     emulator latency 0.1 s / 0.3 s, ``nvmedia prepare DIR --mode asset`` with
     ``NVMEDIA_CACHE_DIR`` set to a fresh folder: a cold run, then warm runs.
     Uploads in the warm run are counted on the emulator (its stored files and
     its asset list, before and after). Target: 0 uploads, >= 10x faster.
 
-    python benchmarks/bench_upload.py [--quick] [--only many|big|warm]
+    python benchmarks/bench_upload.py [--quick] [--only many|big|warm|delete]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -36,7 +42,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,13 +242,58 @@ def bench_warm(tmp: Path, count: int, size: int, env: dict[str, str], repeat: in
     )
 
 
+def bench_delete(count: int, repeat: int) -> None:
+    import anyio
+
+    from nvmedia.assets import AssetClient, AsyncAssetClient, DeleteReport
+
+    def fresh(client: AssetClient) -> list[str]:
+        with ThreadPoolExecutor(16) as pool:  # creating them is set-up, not what is measured
+            return [c.asset_id for c in pool.map(lambda _: client.create("image/png"), range(count))]
+
+    def timed_delete(delete: Callable[[], DeleteReport | None]) -> float:
+        start = time.perf_counter()
+        outcome = delete()
+        elapsed = time.perf_counter() - start
+        assert outcome is None or not outcome.failed, outcome
+        return elapsed
+
+    def one_by_one(client: AssetClient, ids: list[str]) -> None:
+        for asset_id in ids:
+            client.delete(asset_id)
+
+    async def on_the_loop(assets_url: str, ids: list[str]) -> DeleteReport:
+        async with AsyncAssetClient(api_key=API_KEY, base_url=assets_url) as aclient:
+            return await aclient.delete_many(ids)
+
+    sequential_t, threads_t, async_t = [], [], []
+    with emulator(latency_api=0.1) as emu, AssetClient(api_key=API_KEY, base_url=emu.assets_url) as client:
+        for _ in range(repeat):
+            sequential_t.append(timed_delete(functools.partial(one_by_one, client, fresh(client))))
+            threads_t.append(timed_delete(functools.partial(client.delete_many, fresh(client))))
+            async_t.append(timed_delete(functools.partial(anyio.run, on_the_loop, emu.assets_url, fresh(client))))
+        assert emu.listed() == 0
+    sequential, threads, on_loop = (statistics.median(t) for t in (sequential_t, threads_t, async_t))
+    report(
+        "delete_many",
+        assets=count,
+        latency_api_s=0.1,
+        sequential_s=round(sequential, 2),
+        delete_many_s=round(threads, 2),
+        async_delete_many_s=round(on_loop, 2),
+        ratio=round(sequential / threads, 1),
+        ratio_async=round(sequential / on_loop, 1),
+        target="delete_many < 3 s",
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller files, fewer of them, one run each")
-    parser.add_argument("--only", choices=("many", "big", "warm"), help="run one of the three")
+    parser.add_argument("--only", choices=("many", "big", "warm", "delete"), help="run one part")
     args = parser.parse_args()
     quick = args.quick
-    wanted = {args.only} if args.only else {"many", "big", "warm"}
+    wanted = {args.only} if args.only else {"many", "big", "warm", "delete"}
     with tempfile.TemporaryDirectory(prefix="nvmedia-bench-") as name:
         tmp = Path(name)
         # The cache must never be the user's own: every run points it at the temp folder.
@@ -252,6 +304,8 @@ def main() -> int:
             bench_big(tmp, size=(200 if quick else 2_000) * 1_000_000, env=env)
         if "warm" in wanted:
             bench_warm(tmp, count=40 if quick else 200, size=300_000, env=env, repeat=1 if quick else 3)
+        if "delete" in wanted:
+            bench_delete(count=190, repeat=1 if quick else 3)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -11,6 +12,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The figures measure conversions, so no run may take its outputs from an earlier one's:
+# the normalized-output cache is off here (bench_resume.py turns it on for its own runs).
+os.environ["NVMEDIA_OUTPUT_CACHE_SIZE"] = "0"
 OUT = ROOT / "benchmarks" / "out"
 
 _RSS_WRAPPER = (

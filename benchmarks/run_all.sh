@@ -9,5 +9,8 @@ python bench_startup.py
 python bench_passthrough.py
 python bench_photo.py "${quick[@]}"
 python bench_av.py "${quick[@]}"
+python bench_audio_strip.py "${quick[@]}"
 python bench_upload.py "${quick[@]}"
 python bench_ray.py "${quick[@]}"
+python bench_resume.py "${quick[@]}"
+python bench_disk.py

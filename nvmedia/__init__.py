@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     AssetAPIError,
     AuthError,
+    CleanupError,
     ConfigError,
     InputError,
     MediaError,
@@ -28,6 +29,7 @@ __all__ = [
     "AssetClient",
     "AsyncAssetClient",
     "AuthError",
+    "CleanupError",
     "ConfigError",
     "GENERIC",
     "InputError",

@@ -13,9 +13,12 @@ from types import TracebackType
 from typing import Any, Literal
 
 from .items import Item, Request
+from .memory import parse_size
+from .outputs_cache import configured_max_bytes
 from .pipeline import Delivery, ProgressFn, Settings, run
 from .plan import Mode
 from .profiles import Profile, get_profile
+from .resume import EarlierManifest
 from .sources import Group, SourceLike
 from .wire import AudioPartStyle, MediaPart, asset_headers, tags, text_part
 
@@ -105,6 +108,8 @@ def _settings(
     keep_metadata: bool,
     trim_s: float | None,
     split_long_audio: bool,
+    max_memory: int | str | None = None,
+    output_cache: bool | int,
 ) -> Settings:
     settings = Settings(
         mode=mode,
@@ -123,10 +128,20 @@ def _settings(
         keep_metadata=keep_metadata,
         trim_s=trim_s,
         split_long_audio=split_long_audio,
+        max_memory=parse_size(max_memory) if max_memory is not None else None,
+        output_cache_bytes=_output_cache_bytes(output_cache),
     )
     if jobs is not None:
         settings.jobs = jobs
     return settings
+
+
+def _output_cache_bytes(output_cache: bool | int) -> int:
+    if isinstance(output_cache, bool):
+        return configured_max_bytes() if output_cache else 0
+    if output_cache < 0:
+        raise ValueError(f"output_cache must be True, False or a number of bytes >= 0, got {output_cache}")
+    return output_cache
 
 
 def prepare(
@@ -149,6 +164,9 @@ def prepare(
     keep_metadata: bool = False,
     trim_s: float | None = None,
     split_long_audio: bool = False,
+    max_memory: int | str | None = None,
+    output_cache: bool | int = True,
+    resume: str | os.PathLike[str] | None = None,
     on_error: OnError = "raise",
     progress: ProgressFn | None = None,
 ) -> Prepared:
@@ -161,6 +179,15 @@ def prepare(
         group: ``all`` (default: everything in one request), ``dir`` or ``file``.
         cache: reuse earlier uploads of the same bytes (``cache_dir`` default: ``$NVMEDIA_CACHE_DIR``
             or the platform's user cache folder).
+        max_memory: bytes (or ``"1G"``, ``"512M"``) that image decodes may hold at once across the
+            worker threads (default: a quarter of RAM); an image whose decode alone needs more is
+            ``too_large``.
+        output_cache: reuse and keep converted files in ``cache_dir``'s output cache: ``True`` (its cap
+            from ``$NVMEDIA_OUTPUT_CACHE_SIZE``, else 2 GiB), ``False``, or the cap in bytes.
+        resume: an earlier manifest (``nvmedia prepare -o FILE``, or item records you wrote from
+            ``items``): inputs whose records there still hold are taken from it instead of being
+            processed again. Its records must come from the same options (raises ``ConfigError``
+            otherwise), ``group`` included: the command line's default is ``file``, this function's ``all``.
         on_error: ``raise`` the first item's error (after deleting what was uploaded), or ``keep``
             failed items in ``items`` with ``status == "error"``.
 
@@ -196,12 +223,15 @@ def prepare(
         keep_metadata=keep_metadata,
         trim_s=trim_s,
         split_long_audio=split_long_audio,
+        max_memory=max_memory,
+        output_cache=output_cache,
     )
+    earlier = EarlierManifest.load(Path(resume), settings) if resume is not None else None
     delivery = Delivery(settings)
     items: list[Item] = []
     requests: list[Request] = []
     try:
-        for group_items, request in run(source_list, settings, delivery=delivery, progress=progress):
+        for group_items, request in run(source_list, settings, delivery=delivery, progress=progress, resume=earlier):
             items.extend(group_items)
             if request is not None:
                 requests.append(request)
@@ -209,6 +239,9 @@ def prepare(
         prepared = Prepared(items, requests, delivery)
         prepared.__exit__(None, None, None)
         raise
+    finally:
+        if earlier is not None:
+            earlier.close()
     prepared = Prepared(items, requests, delivery)
     if on_error == "raise":
         failed = next((it for it in items if it.status == "error"), None)
@@ -225,6 +258,8 @@ async def aprepare(sources: SourceLike | Sequence[SourceLike], **options: Any) -
 
 def inspect(path: str | os.PathLike[str], *, profile: str | Path | Profile | None = None, mode: Mode = "auto") -> Item:
     """What ``path`` is and what ``prepare`` would do with it; nothing is written or sent."""
-    prep = prepare([path], profile=profile, mode=mode, dry_run=True, on_error="keep", jobs=1, group="file")
+    prep = prepare(
+        [path], profile=profile, mode=mode, dry_run=True, on_error="keep", jobs=1, group="file", output_cache=False
+    )
     prep.close()
     return prep.items[0]

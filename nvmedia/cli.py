@@ -3,26 +3,32 @@
 Only argparse and the standard library load at start; the pipeline and its
 heavy dependencies load when a command needs them (``nvmedia --help`` stays fast).
 Exit status: 0 when every input is ok or skipped, 1 when any input is an error,
-2 for a usage or configuration error (one line on stderr).
+2 for a usage or configuration error (one line on stderr), 143 or 130 when SIGTERM
+or SIGINT stopped the run (the manifest then holds every request finished).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import shutil
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
-from .errors import ConfigError, NVMediaError
+from .errors import ConfigError, NVMediaError, no_space_error
+from .names import shown
+from .signals import Interrupted, interruptible, received, stop_on_signals
 
 if TYPE_CHECKING:
-    from .items import Item
+    from .items import Item, Request
+    from .pipeline import Delivery, Settings
+    from .resume import EarlierManifest
 
 EXIT_OK, EXIT_ITEM_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -35,6 +41,24 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
+
+
+def _memory_size(text: str) -> int:
+    from .memory import parse_size
+
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.message} ({exc.hint})") from None
+
+
+def _size(text: str) -> int:
+    from .outputs_cache import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -68,6 +92,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     prep.add_argument("--assets-url", metavar="URL", help="asset API base (default $NVMEDIA_ASSETS_URL)")
     prep.add_argument("--api-key", metavar="KEY", help="bearer key (default $NVIDIA_API_KEY)")
+    prep.add_argument("--allow-insecure-http", action="store_true", help="allow the key over plain http to any host")
     prep.add_argument("--dry-run", action="store_true", help="normalize and plan; upload nothing")
     prep.add_argument("--emulate", action="store_true", help="upload to an in-process local emulator")
     prep.add_argument("--keep", metavar="DIR", type=Path, help="also write each normalized file into DIR")
@@ -92,12 +117,34 @@ def _build_parser() -> argparse.ArgumentParser:
         default="process",
         help="run -j workers as forked processes (default, Linux) or threads",
     )
+    prep.add_argument(
+        "--max-memory",
+        type=_memory_size,
+        metavar="BYTES",
+        help="memory that image decodes may hold at once across workers, e.g. 1G or 512M "
+        "(default: a quarter of RAM); an image whose decode alone needs more is too_large",
+    )
     prep.add_argument("--no-cache", action="store_true", help="do not reuse earlier uploads")
+    prep.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the records of -o FILE whose source is unchanged and do only the rest (same options needed)",
+    )
+    prep.add_argument("--no-output-cache", action="store_true", help="do not reuse or store converted files")
+    prep.add_argument(
+        "--output-cache-size",
+        type=_size,
+        metavar="BYTES",
+        help="cap of the converted-file cache, e.g. 500M (default 2G or $NVMEDIA_OUTPUT_CACHE_SIZE; 0: off)",
+    )
     prep.add_argument(
         "--audio-part",
         choices=("audio_url", "input_audio"),
         default="audio_url",
         help="content part for inline audio (default: audio_url)",
+    )
+    prep.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing on stderr but usage and configuration errors"
     )
     prep.add_argument("--engine", choices=("local", "ray"), default="local", help="run here, or on Ray (nvmedia[ray])")
     prep.add_argument("--address", metavar="ADDR", help="with --engine ray: join this cluster (auto, ray://HOST:PORT)")
@@ -112,35 +159,87 @@ def _build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--mode", choices=("auto", "inline", "asset"), default="auto")
 
     assets = sub.add_parser("assets", help="list or delete uploaded assets")
-    assets.add_argument("--assets-url", metavar="URL")
-    assets.add_argument("--api-key", metavar="KEY")
+    _add_service_options(assets)
     asub = assets.add_subparsers(dest="assets_command", metavar="ACTION", required=True)
-    asub.add_parser("list", help="print the asset ids of this key, one per line")
-    delete = asub.add_parser("delete", help="delete assets by id, or all of them")
+    _add_service_options(asub.add_parser("list", help="print the asset ids of this key, one per line"), after=True)
+    delete = asub.add_parser(
+        "delete",
+        help="delete assets by id, or all of them",
+        description="Delete assets; prints 'deleted ID', 'not found ID' or 'failed ID: reason' for each and "
+        "goes on past failures. Exit status 1 when any was not found or failed.",
+    )
     delete.add_argument("ids", nargs="*", metavar="ID")
     delete.add_argument("--all", action="store_true", help="delete every asset of this key")
     delete.add_argument("--job", metavar="ID", help="delete the assets of this job (described 'nvmedia job ID')")
+    _add_service_options(delete, after=True)
 
     emu = sub.add_parser("emulator", help="run the local NVCF emulator; prints its base URL first")
     emu.add_argument("--host", default="127.0.0.1")
     emu.add_argument("--port", type=int, default=0)
     emu.add_argument("--latency-api", type=float, default=0.0, metavar="S", help="seconds added to each asset-API call")
     emu.add_argument("--latency-upload", type=float, default=0.0, metavar="S", help="seconds added to each upload")
+    emu.add_argument("--latency-chat", type=float, default=0.0, metavar="S", help="seconds added to each chat request")
     emu.add_argument("--storage-dir", metavar="DIR", help="where uploaded bytes are kept (default: a temp folder)")
     return parser
 
 
-class _Progress:
-    """A one-line progress display on a terminal's stderr, and a summary line at the end.
+def _add_service_options(parser: argparse.ArgumentParser, *, after: bool = False) -> None:
+    """The asset-service options; ``after`` also accepts them after a sub-command without undoing earlier ones."""
+    keep: dict[str, Any] = {"default": argparse.SUPPRESS} if after else {}
+    parser.add_argument("--assets-url", metavar="URL", help="asset API base (default $NVMEDIA_ASSETS_URL)", **keep)
+    parser.add_argument("--api-key", metavar="KEY", help="bearer key (default $NVIDIA_API_KEY)", **keep)
+    parser.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow sending the key over plain http to a host that is not loopback",
+        **keep,
+    )
 
-    Called from the workers' and the uploads' threads, hence the lock.
+
+def _width(text: str) -> int:
+    """Terminal columns ``text`` takes (wide East Asian characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _fit(text: str, columns: int) -> str:
+    """``text`` cut to ``columns`` terminal columns, the middle replaced by an ellipsis when it is too long."""
+    if _width(text) <= columns:
+        return text
+    if columns <= 1:
+        return "…"[:columns]
+    head, tail, room = "", "", columns - 1
+    left, right = 0, len(text)
+    while left < right:  # take characters from both ends, more from the start
+        take_head = _width(head) <= 2 * _width(tail)
+        char = text[left] if take_head else text[right - 1]
+        if _width(head) + _width(tail) + _width(char) > room:
+            break
+        if take_head:
+            head, left = head + char, left + 1
+        else:
+            tail, right = char + tail, right - 1
+    return f"{head}…{tail}"
+
+
+class _Progress:
+    """A one-line progress display on a terminal's stderr, kept to the terminal's width.
+
+    Called from the workers' and the uploads' threads, hence the lock. Other lines (errors,
+    the summary) go through ``line`` so that they never mix with the bar.
     """
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
         self.last = 0.0
-        self.shown = False
+        self.bar = ""
         self.lock = threading.Lock()
+
+    def _columns(self) -> int:
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError):
+            columns = 0
+        return columns if columns > 0 else shutil.get_terminal_size().columns  # 0: a terminal that never said
 
     def __call__(self, stage: str, done: int, total: int, name: str) -> None:
         with self.lock:
@@ -148,24 +247,81 @@ class _Progress:
             if done < total and now - self.last < 0.1:
                 return
             self.last = now
-            width = 24
+            columns = self._columns() - 1  # never the last column: some terminals wrap there
+            width = max(8, min(24, columns // 5))
             filled = width * done // max(total, 1)
-            label = name if len(name) <= 40 else "…" + name[-39:]
-            self.stream.write(f"\r\x1b[K{stage:9} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label}")
+            head = f"{stage:9} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+            self.bar = _fit(head + _fit(shown(name), max(columns - _width(head), 0)), columns)
+            self.stream.write(f"\r\x1b[K{self.bar}")
             self.stream.flush()
-            self.shown = True
 
-    def finish(self, summary: str | None = None) -> None:
+    def line(self, text: str) -> None:
+        """Print a line of its own, then the bar again below it."""
         with self.lock:
-            if self.shown:
-                self.stream.write("\r\x1b[K")
-            if summary:
-                self.stream.write(summary + "\n")
+            self.stream.write(f"\r\x1b[K{text}\n{self.bar}" if self.bar else text + "\n")
             self.stream.flush()
 
+    def finish(self) -> None:
+        with self.lock:
+            if self.bar:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            self.bar = ""
 
-def _fail(message: str, hint: str = "") -> int:
-    line = f"nvmedia: error: {message}"
+
+class _Report:
+    """What the command tells on stderr: one line per error as records are written, and a summary."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress = _Progress(sys.stderr) if sys.stderr.isatty() and not quiet else None
+        self.counts = {"ok": 0, "skipped": 0, "error": 0, "uploaded": 0, "manifest": 0, "output_cache": 0}
+
+    def record(self, item: Item) -> None:
+        self.counts[item.status] += 1
+        self.counts["uploaded"] += item.uploaded
+        if item.reused_from is not None:
+            self.counts[item.reused_from] += 1
+        if item.status == "error" and item.error is not None:
+            self.say(f"{shown(item.source)}: {item.error.code}: {shown(item.error.message)}")
+
+    def say(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.progress is not None:
+            self.progress.line(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def summary(self, destination: str | None, interrupted: Interrupted | None = None, *, resumed: bool = False) -> str:
+        c = self.counts
+        inputs = c["ok"] + c["skipped"] + c["error"]
+        counts = f"{c['ok']} ok, {c['skipped']} skipped, {_plural(c['error'], 'error')}; {c['uploaded']} uploaded"
+        if resumed:
+            counts += f"; {c['manifest']} kept from {shown(destination or '-')}"
+        if c["output_cache"]:
+            counts += f"; {_plural(c['output_cache'], 'converted file')} reused"
+        if interrupted is not None:
+            text = f"interrupted by {interrupted.name} after {_plural(inputs, 'input')}: {counts}"
+        else:
+            text = f"{_plural(inputs, 'input')}: {counts}"
+        return text + (f" -> {shown(destination)}" if destination else "")
+
+    def finish(self, summary: str) -> None:
+        if self.progress is not None:
+            self.progress.finish()
+        if not self.quiet:
+            print(summary, file=sys.stderr, flush=True)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _fail(message: str, hint: str = "", code: str | None = None) -> int:
+    line = f"nvmedia: error: {shown(message)}"
+    if code:
+        line += f" [{code}]"
     if hint:
         line += f" ({hint})"
     print(line.replace("\n", " "), file=sys.stderr)
@@ -191,13 +347,235 @@ def _versions() -> str:
     return "\n".join(lines)
 
 
+def _output_cache_bytes(args: argparse.Namespace) -> int:
+    """The output cache's cap: 0 with --no-output-cache, else --output-cache-size, else the environment's."""
+    from .outputs_cache import configured_max_bytes
+
+    if args.no_output_cache:
+        return 0
+    return configured_max_bytes() if args.output_cache_size is None else int(args.output_cache_size)
+
+
+class _ManifestError(Exception):
+    """The manifest could not be written (exit 2; the previous manifest at -o is left as it was)."""
+
+    def __init__(self, error: NVMediaError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class _Manifest:
+    """Where the records go: stdout, or a temporary file beside ``-o FILE`` renamed over it once complete."""
+
+    def __init__(self, output: str) -> None:
+        self.to_stdout = output == "-"
+        self.target = Path(output)
+        self.partial: Path | None = None
+        self.failed = False
+        self.out: IO[str] = sys.stdout
+        if not self.to_stdout:
+            partial = self.partial_of(self.target)
+            try:
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot write {output}: {exc.strerror}", hint="check the folder exists and is writable"
+                ) from None
+            self.partial = partial
+            self.out = os.fdopen(fd, "w", encoding="utf-8")
+
+    @staticmethod
+    def partial_of(target: Path) -> Path:
+        """Where the manifest for ``target`` is written until complete (a killed run leaves it for --resume)."""
+        return target.with_name(f".{target.name}.part")
+
+    @property
+    def own_files(self) -> list[Path]:
+        """The files this manifest writes: never inputs."""
+        return [] if self.partial is None else [self.target, self.partial]
+
+    @property
+    def where(self) -> str:
+        return "stdout" if self.to_stdout else str(self.target)
+
+    def write(self, items: list[Item], request: Request | None) -> None:
+        from .manifest import record_line
+
+        lines = [record_line(item.to_record()) for item in items]
+        if request is not None:
+            lines.append(record_line(request.to_record()))
+        text = "".join(lines)
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except OSError as exc:
+            raise self._failure(exc, len(text.encode("utf-8"))) from None
+
+    def commit(self) -> None:
+        """Make the manifest durable and put it in place (atomically over the previous one)."""
+        try:
+            self.out.flush()
+            if self.partial is not None:
+                os.fsync(self.out.fileno())
+                self.out.close()
+                os.replace(self.partial, self.target)
+                self.partial = None
+        except OSError as exc:
+            raise self._failure(exc, None) from None
+
+    def discard(self) -> None:
+        """Drop what was written unless committed (the previous manifest at -o stays as it was)."""
+        if self.partial is not None:
+            try:
+                self.out.close()
+            except OSError:
+                pass  # its buffer could not be flushed either: the file goes anyway
+            self.partial.unlink(missing_ok=True)
+            self.partial = None
+        elif self.to_stdout and self.failed:
+            try:  # what is still buffered for stdout would fail again, noisily, when Python exits
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+
+    def _failure(self, exc: OSError, needed: int | None) -> _ManifestError:
+        self.failed = True
+        what = f"the manifest to {self.where}"
+        folder = None if self.to_stdout else self.target.parent
+        error = no_space_error(exc, folder, what, needed) or ConfigError(
+            f"cannot write {what}: {exc.strerror}", hint="check the destination can be written"
+        )
+        return _ManifestError(error)
+
+
+class _ParquetManifest:
+    """``--output-format parquet``: the item records as Parquet files in a new folder, put in place once complete.
+
+    The files (``part-00000.parquet``…, ``ROWS_PER_PARQUET_FILE`` rows each) are written into a
+    folder beside ``output`` and renamed to it at ``commit``, so a failed or stopped run leaves no
+    half-written folder. Rows hold the manifest's fields as ``nvmedia.ray.records`` lays them out.
+    """
+
+    ROWS_PER_FILE = 10_000
+    to_stdout = False
+
+    def __init__(self, output: str) -> None:
+        try:
+            import pyarrow  # noqa: F401 - only to fail now, naming the extra
+        except ImportError as exc:
+            from .ray.session import missing_ray
+
+            raise missing_ray(exc) from None
+        self.target = Path(output)
+        if self.target.exists() and (not self.target.is_dir() or any(self.target.iterdir())):
+            raise ConfigError(f"{output} exists and is not an empty folder", hint="pass a new folder with -o")
+        self.partial: Path | None = _Manifest.partial_of(self.target)
+        shutil.rmtree(self.partial, ignore_errors=True)
+        try:
+            self.partial.mkdir(parents=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write {output}: {exc.strerror}", hint="check the folder above it exists and is writable"
+            ) from None
+        self.rows: list[dict[str, object]] = []
+        self.files = 0
+
+    @property
+    def own_files(self) -> list[Path]:
+        """The folders this manifest writes: never inputs."""
+        return [self.target, _Manifest.partial_of(self.target)]
+
+    @property
+    def where(self) -> str:
+        return str(self.target)
+
+    def write(self, items: list[Item], request: Request | None) -> None:
+        from .ray.records import record_to_row
+
+        self.rows.extend(record_to_row(item.to_record()) for item in items)
+        if len(self.rows) >= self.ROWS_PER_FILE:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from .ray.records import RECORD_SCHEMA
+
+        assert self.partial is not None
+        try:
+            table = pa.Table.from_pylist(self.rows, schema=RECORD_SCHEMA)
+            pq.write_table(table, self.partial / f"part-{self.files:05d}.parquet")
+        except OSError as exc:
+            raise self._failure(exc) from None
+        self.files += 1
+        self.rows.clear()
+
+    def commit(self) -> None:
+        """Write the last rows (an empty file when there were none) and put the folder in place."""
+        if self.rows or not self.files:
+            self._flush()
+        assert self.partial is not None
+        try:
+            if self.target.exists():
+                self.target.rmdir()
+            os.replace(self.partial, self.target)
+        except OSError as exc:
+            raise self._failure(exc) from None
+        self.partial = None
+
+    def discard(self) -> None:
+        """Drop the folder unless committed."""
+        if self.partial is not None:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            self.partial = None
+
+    def _failure(self, exc: OSError) -> _ManifestError:
+        what = f"the Parquet files to {self.target}"
+        error = no_space_error(exc, self.target.parent, what, None) or ConfigError(
+            f"cannot write {what}: {exc.strerror}", hint="check the destination can be written"
+        )
+        return _ManifestError(error)
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .manifest import record_line
-    from .pipeline import Settings, run
+    from .pipeline import Delivery, Settings
     from .profiles import get_profile
+    from .resume import EarlierManifest
+    from .sources import identity
 
     if args.emulate and args.dry_run:
         return _fail("--emulate and --dry-run do not go together", "pick one")
+    if args.address is not None and args.engine != "ray":
+        return _fail("--address goes with --engine ray", "add --engine ray")
+    if args.engine == "ray":
+        from .ray.session import check_address, import_ray
+
+        if args.group != "file":
+            return _fail(
+                f"--group {args.group} is not available with --engine ray: each file is its own request there",
+                "drop --group, or use --engine local",
+            )
+        if args.address is not None:
+            check_address(args.address)
+        import_ray(local=args.address is None)  # before any work: a missing Ray is exit 2 naming the extra
+    if args.output_format == "parquet":
+        if args.output == "-":
+            return _fail("--output-format parquet writes a folder, not stdout", "pass -o FOLDER")
+        if args.group != "file":
+            return _fail(
+                f"--output-format parquet holds item records only, and --group {args.group} adds request records",
+                "use --output-format jsonl with --group dir|all",
+            )
+        if args.resume:
+            return _fail(
+                "--resume and --output-format parquet do not go together: --resume reads a JSON Lines manifest",
+                "use --output-format jsonl to resume",
+            )
+    if args.output != "-" and identity(args.output) in {identity(p) for p in args.paths}:
+        return _fail(f"-o {args.output} is also an input", "write the manifest elsewhere")
     settings = Settings(
         mode=args.mode,
         profile=get_profile(args.profile),
@@ -216,70 +594,122 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         keep_metadata=args.keep_metadata,
         trim_s=args.trim,
         split_long_audio=args.split_long_audio,
+        allow_insecure_http=args.allow_insecure_http,
+        max_memory=args.max_memory,
+        output_cache_bytes=_output_cache_bytes(args),
     )
-    progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
-    if args.address is not None and args.engine != "ray":
-        return _fail("--address goes with --engine ray", "add --engine ray")
+    report = _Report(args.quiet)
+    delivery = Delivery(settings)
+    try:
+        if not (settings.dry_run or settings.mode == "inline"):
+            with interruptible():
+                delivery.preflight()  # before any work: a missing key or a dead API is exit 2 now
+        if args.resume and args.output == "-":
+            return _fail("--resume needs -o FILE", "the earlier run's manifest is read from FILE, then replaced")
+        target = Path(args.output)
+        # Read before the partial manifest is opened: a killed run's leftover partial is resumed too.
+        earlier = EarlierManifest.load(target, settings, leftover=_Manifest.partial_of(target)) if args.resume else None
+        try:
+            manifest: _Manifest | _ParquetManifest
+            if args.output_format == "parquet":
+                manifest = _ParquetManifest(args.output)
+            else:
+                manifest = _Manifest(args.output)
+            try:
+                return _write_manifest(args, settings, delivery, manifest, report, earlier)
+            finally:
+                manifest.discard()
+        finally:
+            if earlier is not None:
+                earlier.close()
+    finally:
+        delivery.close()
+
+
+def _write_manifest(
+    args: argparse.Namespace,
+    settings: Settings,
+    delivery: Delivery,
+    manifest: _Manifest | _ParquetManifest,
+    report: _Report,
+    earlier: EarlierManifest | None,
+) -> int:
+    from .pipeline import run
+    from .workers import end_child_processes
+
+    def stopping(uploads: int) -> None:
+        if args.engine == "local":
+            end_child_processes()  # workers and every ffmpeg: this process owns all its children
+        signum = received()
+        name = Interrupted(signum).name if signum is not None else "interrupted"
+        waiting = f"; finishing the {_plural(uploads, 'upload')} in progress" if uploads else ""
+        report.say(f"nvmedia: {name}: stopping{waiting}, then writing the manifest")
+
+    interrupted: Interrupted | None = None
     if args.engine == "ray":
         from .ray.cli import run_on_ray
 
-        results = run_on_ray(args.paths, settings, address=args.address, progress=progress)
-    else:
-        results = run(args.paths, settings, progress=progress)
-    if args.output_format == "parquet":
-        from .ray.cli import write_parquet
-
-        return write_parquet(results, args.output, group=args.group, finish=progress.finish if progress else None)
-    to_stdout = args.output == "-"
-    target = Path(args.output)
-    partial = target.with_name(f".{target.name}.part") if not to_stdout else None
-    out: IO[str]
-    if partial is not None:
-        try:
-            out = partial.open("w", encoding="utf-8")
-        except OSError as exc:
-            return _fail(f"cannot write {args.output}: {exc.strerror}", "check the folder exists and is writable")
-    else:
-        out = sys.stdout
-    counts = {"ok": 0, "skipped": 0, "error": 0, "uploaded": 0}
-    summary = None
-    try:
-        for items, request in results:
-            for item in items:
-                counts[item.status] += 1
-                counts["uploaded"] += item.uploaded
-                out.write(record_line(item.to_record()))
-            if request is not None:
-                out.write(record_line(request.to_record()))
-            out.flush()
-        summary = (
-            f"{sum(counts[s] for s in ('ok', 'skipped', 'error'))} inputs: {counts['ok']} ok, "
-            f"{counts['skipped']} skipped, {counts['error']} errors; {counts['uploaded']} uploaded"
-            + (f" -> {args.output}" if not to_stdout else "")
+        # Ray's own processes are ended by the engine (its cluster stops, or its tasks are cancelled).
+        records = run_on_ray(
+            args.paths,
+            settings,
+            address=args.address,
+            delivery=delivery,
+            progress=report.progress,
+            exclude=manifest.own_files,
+            on_stop=stopping,
+            resume=earlier,
+            log=None if args.quiet else sys.stderr,
         )
-    except BaseException:
-        if partial is not None:
-            out.close()
-            partial.unlink(missing_ok=True)
-        raise
+    else:
+        records = run(
+            args.paths,
+            settings,
+            delivery=delivery,
+            progress=report.progress,
+            exclude=manifest.own_files,
+            on_stop=stopping,
+            resume=earlier,
+        )
+    failed: _ManifestError | None = None
+    try:
+        for items, request in records:
+            manifest.write(items, request)
+            for item in items:
+                report.record(item)
+    except Interrupted as exc:
+        interrupted = exc
+    except _ManifestError as exc:
+        records.close()  # stops the workers and the uploads not started
+        failed = exc
     finally:
-        if progress is not None:
-            progress.finish(summary)
-    if partial is not None:
-        out.close()
-        os.replace(partial, target)
-    return EXIT_ITEM_ERROR if counts["error"] else EXIT_OK
+        if report.progress is not None:
+            report.progress.finish()
+    try:
+        if failed is None:
+            manifest.commit()
+    except _ManifestError as exc:
+        failed = exc
+    if failed is not None:
+        return _fail(failed.error.message, failed.error.hint, failed.error.code)
+    signum = received()
+    if interrupted is None and signum is not None:
+        interrupted = Interrupted(signum)  # it came once all the work was done: still honour it
+    report.finish(report.summary(None if manifest.to_stdout else args.output, interrupted, resumed=args.resume))
+    if interrupted is not None:
+        return interrupted.exit_status
+    return EXIT_ITEM_ERROR if report.counts["error"] else EXIT_OK
 
 
 def _describe(item: Item) -> str:
-    lines = [f"{item.source}"]
+    lines = [shown(item.source)]
     if item.status == "skipped":
         lines.append(f"  skipped: {item.reason}")
         return "\n".join(lines)
     if item.input is not None:
         lines.append(f"  input:   {item.kind} {_fields(item.input.to_record())}")
     if item.status == "error" and item.error is not None:
-        lines.append(f"  error:   {item.error.code}: {item.error.message}")
+        lines.append(f"  error:   {item.error.code}: {shown(item.error.message)}")
         if item.error.hint:
             lines.append(f"  hint:    {item.error.hint}")
         return "\n".join(lines)
@@ -297,16 +727,20 @@ def _fields(record: dict[str, Any], skip: Sequence[str] = ()) -> str:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .manifest import record_line
     from .pipeline import Settings, run
     from .profiles import get_profile
 
-    settings = Settings(mode=args.mode, profile=get_profile(args.profile), dry_run=True, group="file")
+    # inspect writes nothing, not even to the output cache
+    settings = Settings(
+        mode=args.mode, profile=get_profile(args.profile), dry_run=True, group="file", output_cache_bytes=0
+    )
     any_error = False
     for items, _ in run(args.paths, settings):
         for item in items:
             any_error = any_error or item.status == "error"
             if args.json:
-                print(json.dumps(item.to_record(), ensure_ascii=False))
+                sys.stdout.write(record_line(item.to_record()))
             else:
                 print(_describe(item))
     return EXIT_ITEM_ERROR if any_error else EXIT_OK
@@ -315,27 +749,38 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_assets(args: argparse.Namespace) -> int:
     from .assets import AssetClient
 
+    job: str | None = getattr(args, "job", None)
+    if args.assets_command == "delete" and job is not None:
+        from .ray.jobs import check_job_id
+
+        if args.all or args.ids:
+            return _fail(
+                "name asset ids, --all or --job ID (one of them)", "nvmedia assets delete ID... | --all | --job ID"
+            )
+        check_job_id(job)
+    elif args.assets_command == "delete" and args.all == bool(args.ids):
+        return _fail("name asset ids or pass --all (not both)", "nvmedia assets delete ID... | --all | --job ID")
     api_key = args.api_key or os.environ.get("NVIDIA_API_KEY")
     if not api_key:
         return _fail("no API key", "set NVIDIA_API_KEY or pass --api-key")
-    with AssetClient(api_key=api_key, base_url=args.assets_url) as client:
+    client = AssetClient(api_key=api_key, base_url=args.assets_url, allow_insecure_http=args.allow_insecure_http)
+    with client:
         if args.assets_command == "list":
             for asset_id in client.list():
                 print(asset_id)
             return EXIT_OK
-        if (args.job is not None) + args.all + bool(args.ids) != 1:
-            return _fail(
-                "name asset ids, --all or --job ID (one of them)", "nvmedia assets delete ID... | --all | --job ID"
-            )
-        if args.job is not None:
+        if job is not None:
             from .ray.jobs import delete_job_command
 
-            return delete_job_command(client, args.job)
-        ids = client.list() if args.all else args.ids
-        for asset_id in ids:
-            client.delete(asset_id)
-            print(f"deleted {asset_id}")
-    return EXIT_OK
+            return delete_job_command(client, job)
+        # No total deadline here: the user is watching and can interrupt.
+        report = client.delete_many(client.list() if args.all else args.ids, deadline_s=None)
+    for outcome in report.outcomes:
+        if outcome.status == "failed":
+            print(f"failed {outcome.asset_id}: {outcome.reason}")
+        else:
+            print(f"{outcome.status.replace('_', ' ')} {outcome.asset_id}")
+    return EXIT_ITEM_ERROR if report.failed or report.not_found else EXIT_OK
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
@@ -343,6 +788,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
     argv = ["--host", args.host, "--port", str(args.port)]
     argv += ["--latency-api", str(args.latency_api), "--latency-upload", str(args.latency_upload)]
+    argv += ["--latency-chat", str(args.latency_chat)]
     if args.storage_dir:
         argv += ["--storage-dir", args.storage_dir]
     return emulator_main(argv)
@@ -360,11 +806,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     commands = {"prepare": _cmd_prepare, "inspect": _cmd_inspect, "assets": _cmd_assets, "emulator": _cmd_emulator}
     try:
+        if args.command == "prepare":
+            with stop_on_signals():
+                return _cmd_prepare(args)
         return commands[args.command](args)
     except ConfigError as exc:
         return _fail(exc.message, exc.hint)
     except NVMediaError as exc:
         return _fail(exc.message, exc.hint)
+    except Interrupted as exc:
+        print(f"nvmedia: interrupted by {exc.name}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         print("nvmedia: interrupted", file=sys.stderr)
         return 130

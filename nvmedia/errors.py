@@ -10,14 +10,20 @@ names the measured value and the limit, and a ``hint`` that says what to do::
     │                           too_large, too_long, cannot_fit_inline
     ├── PlanError               the request: too_many_assets
     ├── ProcessingError         running tools: ffmpeg_failed, timeout
+    ├── StorageError            writing files: no_space
     ├── ConfigError             usage and configuration (CLI exit status 2)
-    └── AssetAPIError           the asset service: asset_api_error
-        ├── AuthError           auth_failed
-        └── UploadError         upload_failed
+    ├── AssetAPIError           the asset service: asset_api_error
+    │   ├── AuthError           auth_failed
+    │   └── UploadError         upload_failed
+    └── CleanupError            cleanup_failed: assets that could not be deleted (``asset_ids``)
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+from collections.abc import Iterable
 from typing import Any, Final
 
 ERROR_CODES: Final = (
@@ -35,6 +41,8 @@ ERROR_CODES: Final = (
     "auth_failed",
     "upload_failed",
     "asset_api_error",
+    "cleanup_failed",
+    "no_space",
     "config",
 )
 
@@ -98,6 +106,62 @@ class ProcessingError(NVMediaError):
     default_code = "ffmpeg_failed"
 
 
+class StorageError(NVMediaError):
+    """A file could not be written for want of room (``no_space``): a full device, a quota, a size limit."""
+
+    default_code = "no_space"
+
+
+_NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is used up"}
+
+
+def no_space_error(
+    exc: OSError, folder: str | os.PathLike[str] | None, what: str, needed: int | None, *, approximate: bool = False
+) -> StorageError | None:
+    """A ``no_space`` error for a write that failed for want of room, else None.
+
+    Args:
+        exc: the error the write raised.
+        folder: where the file was being written (for the free space), when it is a folder.
+        what: what was being written and where, for the message ("the manifest to m.jsonl").
+        needed: the bytes that write needed, when known.
+        approximate: ``needed`` is an estimate.
+
+    Example:
+        >>> err = no_space_error(OSError(errno.ENOSPC, "No space left on device"), "/tmp", "the manifest", 4096)
+        >>> err.code
+        'no_space'
+    """
+    need = f"{'about ' if approximate else ''}{needed} bytes" if needed is not None else "more room"
+    if exc.errno in _NO_ROOM:
+        free = "free space unknown"
+        if folder is not None:
+            try:
+                free = f"{shutil.disk_usage(folder).free} bytes free"
+            except OSError:
+                pass
+        return StorageError(
+            f"cannot write {what}: {_NO_ROOM[exc.errno]} ({free}; it needs {need})",
+            hint="free some space there, or point the run elsewhere: TMPDIR for temporary files, -o, --keep",
+        )
+    if exc.errno == errno.EFBIG:
+        return StorageError(
+            f"cannot write {what}: the file size limit of this process{_size_limit()} was reached (it needs {need})",
+            hint="raise the limit (ulimit -f) or write to a file system that allows larger files",
+        )
+    return None
+
+
+def _size_limit() -> str:
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError):
+        return ""
+    return f" ({limit} bytes)" if limit != resource.RLIM_INFINITY else ""
+
+
 class ConfigError(NVMediaError):
     """A usage or configuration error: bad option, missing key, unknown profile."""
 
@@ -139,3 +203,24 @@ class UploadError(AssetAPIError):
     """The presigned upload failed (``upload_failed``)."""
 
     default_code = "upload_failed"
+
+
+class CleanupError(NVMediaError):
+    """Assets that could not be deleted (``cleanup_failed``); the ids are in ``asset_ids``.
+
+    Attributes:
+        asset_ids: the ids still live on the service, in the order they were to be deleted.
+    """
+
+    default_code = "cleanup_failed"
+
+    def __init__(self, message: str, *, asset_ids: Iterable[str], code: str | None = None, hint: str = "") -> None:
+        super().__init__(message, code=code, hint=hint)
+        self.asset_ids: tuple[str, ...] = tuple(asset_ids)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_cleanup, (self.message, self.asset_ids, self.code, self.hint))
+
+
+def _rebuild_cleanup(message: str, asset_ids: tuple[str, ...], code: str, hint: str) -> CleanupError:
+    return CleanupError(message, asset_ids=asset_ids, code=code, hint=hint)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import NVMediaError
+from .names import name_bytes_b64, utf8_text
 from .probe import MediaInfo
 from .sniff import Kind
 from .wire import MediaPart
@@ -22,6 +23,8 @@ class Item:
     part of the record and is gone once ``prepare`` returns (see ``kept``). An input
     cut into pieces (``--split-long-audio``) holds one item per piece in ``pieces``,
     each with ``piece`` = (number, count, start_s, end_s); the pieces are what is sent.
+    ``resume`` is the record's ``resume`` object (see ``resume.py``); ``reused_from`` says
+    when nothing was converted for it: ``manifest`` (kept by ``--resume``) or ``output_cache``.
     """
 
     source: str
@@ -45,6 +48,8 @@ class Item:
     output_path: Path | None = field(default=None, repr=False)
     b64: str | None = field(default=None, repr=False)
     uploaded: bool = field(default=False, repr=False)
+    resume: dict[str, Any] | None = field(default=None, repr=False)
+    reused_from: Literal["manifest", "output_cache"] | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -66,9 +71,13 @@ class Item:
 
     def to_record(self) -> dict[str, Any]:
         """The manifest's JSON object for this item."""
-        record: dict[str, Any] = {"type": "item", "source": self.source, "status": self.status, "kind": self.kind}
+        record: dict[str, Any] = {"type": "item", "source": utf8_text(self.source)}
+        _add_bytes(record, "source", self.source)
+        record.update(status=self.status, kind=self.kind)
         if self.status == "skipped":
             record["reason"] = self.reason
+            if self.resume is not None:
+                record["resume"] = self.resume
             return record
         if self.input is not None:
             record["input"] = self.input.to_record()
@@ -84,7 +93,8 @@ class Item:
             record["piece"] = {"index": number, "count": count, "start_s": round(start, 3), "end_s": round(end, 3)}
         record["actions"] = self.actions
         if self.kept is not None:
-            record["kept"] = self.kept
+            record["kept"] = utf8_text(self.kept)
+            _add_bytes(record, "kept", self.kept)
         record["delivery"] = self.delivery
         record["asset_id"] = self.asset_id
         if self.part is not None:
@@ -93,6 +103,8 @@ class Item:
         if self.headers is not None:
             record["headers"] = self.headers
         record["warnings"] = self.warnings
+        if self.resume is not None:
+            record["resume"] = self.resume
         return record
 
 
@@ -106,10 +118,16 @@ class Request:
     headers: dict[str, str]
 
     def to_record(self) -> dict[str, Any]:
-        return {
-            "type": "request",
-            "sources": self.sources,
-            "content": self.content,
-            "tags": self.tags,
-            "headers": self.headers,
-        }
+        record: dict[str, Any] = {"type": "request", "sources": [utf8_text(s) for s in self.sources]}
+        raw = [name_bytes_b64(s) for s in self.sources]
+        if any(raw):
+            record["sources_bytes_b64"] = raw
+        record.update(content=self.content, tags=self.tags, headers=self.headers)
+        return record
+
+
+def _add_bytes(record: dict[str, Any], field_name: str, name: str) -> None:
+    """Beside a name that is not UTF-8, its exact bytes (``source_bytes_b64``...; see ``names.py``)."""
+    raw = name_bytes_b64(name)
+    if raw is not None:
+        record[f"{field_name}_bytes_b64"] = raw

@@ -6,6 +6,10 @@ request record once more per item, so on a folder of small images that scan cost
 as much as all the other work. Base64 never needs escaping in JSON, so each payload
 is swapped for a short token before encoding and put back afterwards: the line is
 exactly what ``json.dumps(record, ensure_ascii=False)`` gives, without the scan.
+
+A line is always valid UTF-8: a string holding bytes that are not UTF-8 (a file name, or a
+message quoting one) is written with U+FFFD in their place (``names.py``; the records carry
+the exact bytes of names beside them).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import json
 import string
 import uuid
 from typing import Any
+
+from .names import utf8_text
 
 _MIN_PAYLOAD = 1024
 """Strings shorter than this are encoded the ordinary way."""
@@ -24,7 +30,7 @@ _DATA_URI_MARK = ";base64,"
 
 
 def record_line(record: dict[str, Any]) -> str:
-    """``json.dumps(record, ensure_ascii=False) + "\\n"``, quicker for records carrying inline media."""
+    """``json.dumps(record, ensure_ascii=False) + "\\n"``, quicker for records carrying inline media, always UTF-8."""
     payloads: dict[str, str] = {}
     light = _lift(record, payloads, key=None)
     line = json.dumps(light, ensure_ascii=False)
@@ -38,6 +44,8 @@ def _lift(value: Any, payloads: dict[str, str], key: str | None) -> Any:
         return {k: _lift(v, payloads, k) for k, v in value.items()}
     if isinstance(value, list):
         return [_lift(v, payloads, None) for v in value]
+    if isinstance(value, str) and not value.isascii():
+        return utf8_text(value)  # base64 is ASCII: a string that is not cannot be a payload
     if isinstance(value, str) and len(value) >= _MIN_PAYLOAD:
         # A data URI (in a part's url or in a tag), or the bare base64 of an input_audio part.
         mark = value.find(_DATA_URI_MARK)

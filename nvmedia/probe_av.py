@@ -158,8 +158,12 @@ def probe_av(path: Path, sniffed: Sniffed) -> MediaInfo:
         videos = real_video_streams(container)
         audios = list(container.streams.audio)
         kind = _refine_kind(path, sniffed, container, videos, audios)
-        vstream = videos[0] if kind == "video" and videos else None
-        astream = audios[0] if audios else None
+        vstream = _decodable(path, videos, "video") if kind == "video" and videos else None
+        astream = None
+        if audios:
+            # A video's audio track libav cannot decode is left out (the video goes without it);
+            # for an audio file it is the whole point.
+            astream = _decodable(path, audios, "audio", required=kind == "audio")
         main = vstream if vstream is not None else astream
         claimed = _duration(container, main)
         info = MediaInfo(
@@ -183,6 +187,32 @@ def probe_av(path: Path, sniffed: Sniffed) -> MediaInfo:
         if vstream is not None:
             _video_props(path, info, container, vstream, sniffed)
     return info
+
+
+def _decodable(path: Path, streams: list[Any], kind: str, *, required: bool = True) -> Any:
+    """The first of ``streams`` that libav has a decoder for.
+
+    A stream whose codec libav does not know (a WAV with an unknown format tag) has no codec
+    context at all in PyAV; reading its properties would be an ``AttributeError``.
+
+    Returns:
+        The stream, or None when none is decodable and the stream is not ``required``.
+
+    Raises:
+        MediaError: ``unsupported_format`` when no stream of this kind can be decoded.
+    """
+    for stream in streams:
+        if stream.codec_context is not None and stream.codec_context.codec is not None:
+            return stream
+    if not required:
+        return None
+    tag = getattr(streams[0], "codec_tag", None)
+    named = f" (codec tag {tag!r})" if tag else ""
+    raise MediaError(
+        f"{path.name}: its {kind} stream uses a codec libav has no decoder for{named}",
+        code="unsupported_format",
+        hint=f"convert the {kind} to a common codec first (for example with ffmpeg on a machine that can read it)",
+    )
 
 
 def _refine_kind(path: Path, sniffed: Sniffed, container: Any, videos: list[Any], audios: list[Any]) -> Kind:

@@ -4,14 +4,28 @@ The extension never decides; it only breaks a tie where the bytes cannot
 (for example a TGA, which has no magic at its start). The kind given here is
 provisional for ISO-BMFF, Matroska, Ogg and ASF containers, whose streams decide
 between audio and video once probed.
+
+When no signature matches (plain text or unrecognised bytes), ``sniff_path`` asks
+Pillow before calling a file "not media": the formats registered for the file's
+extension first, then every other registered opener (those that check a
+signature before those that do not, each by name, whatever order Pillow's
+plugins happened to be imported in). That
+is how PNM (PBM/PGM/PPM/PAM/PFM), PCX, SGI, ICNS, XBM/XPM, FITS, Sun raster and
+the rest of Pillow's formats are found, text-like ones (ASCII PNM, XBM) included.
+Pillow's signature-less readers (Targa, Spider, IFUNC, IM Tools, IPTC, PhotoCD)
+accept some unrelated binary files, so outside their own extension their claim
+counts only when the picture also decodes. Recognised text (playlists, SVG,
+HTML, XML, JSON) is never handed to Pillow.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 Kind = Literal["image", "audio", "video"]
 
@@ -163,7 +177,8 @@ def sniff_bytes(head: bytes, name: str | None = None, tail: bytes = b"") -> Snif
 
     Args:
         head: the first bytes of the file (``SNIFF_BYTES`` is plenty).
-        name: the file name, used only to break ties where the bytes say nothing.
+        name: the file name (kept for callers; only ``sniff_path`` uses the extension, to order its
+            questions to Pillow).
         tail: the last 26 bytes, used to recognise a TGA 2.0 footer.
 
     Example:
@@ -175,7 +190,7 @@ def sniff_bytes(head: bytes, name: str | None = None, tail: bytes = b"") -> Snif
     found = _sniff_magic(head)
     if found is not None:
         return found
-    if tail.endswith(b"TRUEVISION-XFILE.\x00") or (name or "").lower().endswith((".tga", ".targa")):
+    if tail.endswith(b"TRUEVISION-XFILE.\x00"):
         return _image("tga", "image/x-tga", "TGA image")
     return _text(head)
 
@@ -264,7 +279,8 @@ def _sniff_magic(head: bytes) -> Sniffed | None:  # noqa: C901 - one table, read
 
 
 def sniff_path(path: str | Path) -> Sniffed:
-    """Classify the file at ``path`` by reading its first ``SNIFF_BYTES`` (and last 26) bytes.
+    """Classify the file at ``path`` from its first ``SNIFF_BYTES`` (and last 26) bytes, then, when they
+    match no signature, by asking Pillow's registered openers (see the module docstring).
 
     Raises:
         OSError: the file cannot be opened or read.
@@ -279,4 +295,94 @@ def sniff_path(path: str | Path) -> Sniffed:
             if size >= 26:
                 fh.seek(size - 26)
                 tail = fh.read(26)
-    return sniff_bytes(head, p.name, tail)
+    found = sniff_bytes(head, p.name, tail)
+    if found is UNKNOWN or found.container == "text":
+        return _ask_pillow(p) or _ole_image(head, p.name) or found
+    return found
+
+
+# --------------------------------------------------------------------------- asking Pillow
+
+PILLOW_NOT_ASKED = frozenset({"MPEG"})
+"""Pillow formats never taken from Pillow's answer: its MPEG reader only reads a video's frame size."""
+
+PILLOW_VERIFY_MAX_PIXELS = 16_777_216
+"""A signature-less reader's claim outside its extension is checked by a decode up to this size."""
+
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_OLE_IMAGES = {
+    ".fpx": ("fpx", "image/vnd.fpx", "FlashPix image"),
+    ".mic": ("mic", "image/x-mic", "Image Composer image"),
+}
+"""Images inside OLE compound files: Pillow reads them only with olefile, so without it they are named here."""
+
+_pillow_quiet_lock = threading.Lock()
+_pillow_quiet = False
+
+
+def _quiet_pillow() -> None:
+    # Header parsing of unrelated files makes Pillow's plugins warn; a module-scoped filter (not
+    # catch_warnings, which is not thread-safe) keeps that off stderr.
+    global _pillow_quiet
+    with _pillow_quiet_lock:
+        if not _pillow_quiet:
+            warnings.filterwarnings("ignore", module=r"PIL(\..*)?$")
+            _pillow_quiet = True
+
+
+def _ask_pillow(path: Path) -> Sniffed | None:
+    """The image Pillow finds in ``path`` (formats of its extension first, then all), or None."""
+    from PIL import Image
+
+    _quiet_pillow()
+    Image.init()
+    suffix = path.suffix.lower()
+    named = [fmt for ext, fmt in Image.registered_extensions().items() if ext == suffix and fmt in Image.OPEN]
+    # Image.ID's order is the order plugins happened to be imported in; a fixed one keeps answers stable:
+    # readers that check a signature first, the signature-less ones last.
+    others = sorted((fmt for fmt in Image.OPEN if fmt not in named), key=lambda fmt: (Image.OPEN[fmt][1] is None, fmt))
+    with path.open("rb") as fh:
+        for fmt in named + others:
+            if fmt in PILLOW_NOT_ASKED:
+                continue
+            weak = Image.OPEN[fmt][1] is None and fmt not in named
+            fh.seek(0)
+            if _pillow_opens(fh, fmt, decode=weak):
+                return _pillow_sniffed(fmt)
+    return None
+
+
+def _pillow_opens(fh: BinaryIO, fmt: str, *, decode: bool) -> bool:
+    """Whether Pillow's ``fmt`` reader takes the file (and, with ``decode``, decodes it); ``fh`` stays open."""
+    from PIL import Image
+
+    try:
+        with Image.open(fh, formats=[fmt]) as im:
+            if decode:
+                width, height = im.size
+                if width * height > PILLOW_VERIFY_MAX_PIXELS:
+                    return False
+                im.load()
+    except Image.DecompressionBombError:
+        # The header parsed and declares an enormous picture: it is this format (the pixel cap says the rest).
+        return not decode
+    except Exception:  # noqa: BLE001 - plugins raise anything at all on bytes that are not theirs
+        return False
+    return True
+
+
+def _pillow_sniffed(fmt: str) -> Sniffed:
+    from PIL import Image
+
+    description = getattr(Image.OPEN[fmt][0], "format_description", None) or fmt
+    if "image" not in description.lower():
+        description += " image"
+    return _image(fmt.lower(), Image.MIME.get(fmt) or f"image/x-{fmt.lower()}", description)
+
+
+def _ole_image(head: bytes, name: str) -> Sniffed | None:
+    """A FlashPix or Image Composer file Pillow could not read (it needs olefile for them)."""
+    known = _OLE_IMAGES.get(Path(name).suffix.lower())
+    if known is None or not head.startswith(_OLE_MAGIC):
+        return None
+    return _image(*known)

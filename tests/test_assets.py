@@ -1,10 +1,9 @@
-"""AssetClient against the real emulator over loopback: happy paths, every fault, and secrecy."""
+"""AssetClient against the emulator: in-process through its transport, and over loopback where the wire matters."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import socket
 import traceback
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -33,14 +32,20 @@ WAV = CORPUS / "pydub__test4.wav"
 
 
 @pytest.fixture
-def emu() -> Iterator[NVCFEmulator]:
+def emu(emu_in_process: NVCFEmulator) -> NVCFEmulator:
+    return emu_in_process
+
+
+@pytest.fixture
+def served() -> Iterator[NVCFEmulator]:
+    """The emulator over loopback HTTP: for what needs a real wire (timeouts, framing, the environment)."""
     with NVCFEmulator() as emulator:
         yield emulator
 
 
 @pytest.fixture
 def client(emu: NVCFEmulator) -> Iterator[AssetClient]:
-    with AssetClient(api_key=KEY, base_url=emu.assets_url, max_retry_wait_s=5) as c:
+    with AssetClient(api_key=KEY, base_url=emu.assets_url, transport=emu.transport, max_retry_wait_s=5) as c:
         yield c
 
 
@@ -92,11 +97,10 @@ def test_get_of_an_unknown_asset_is_none(client: AssetClient) -> None:
     assert client.get("b5b841c3-11c2-4c34-b057-9475e82c5369") is None
 
 
-def test_upload_sends_an_explicit_length_and_no_chunking_or_authorization(
-    emu: NVCFEmulator, client: AssetClient
-) -> None:
-    client.upload_file(WAV, "audio/wav")
-    (put,) = [r for r in emu.requests if r.method == "PUT"]
+def test_upload_sends_an_explicit_length_and_no_chunking_or_authorization(served: NVCFEmulator) -> None:
+    with AssetClient(api_key=KEY, base_url=served.assets_url) as over_the_wire:
+        over_the_wire.upload_file(WAV, "audio/wav")
+    (put,) = [r for r in served.requests if r.method == "PUT"]
     assert put.headers["content-length"] == str(WAV.stat().st_size)
     assert "transfer-encoding" not in put.headers
     assert "authorization" not in put.headers
@@ -148,11 +152,11 @@ def test_upload_memory_stays_flat_for_a_large_file(emu: NVCFEmulator, client: As
     assert peak < 16 * 1024 * 1024, f"peak Python memory {peak / 2**20:.1f} MiB for a 64 MiB upload"
 
 
-def test_key_and_url_come_from_the_environment(emu: NVCFEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_and_url_come_from_the_environment(served: NVCFEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NVIDIA_API_KEY", KEY)
-    monkeypatch.setenv("NVMEDIA_ASSETS_URL", emu.assets_url + "/")
+    monkeypatch.setenv("NVMEDIA_ASSETS_URL", served.assets_url + "/")
     with AssetClient() as c:
-        assert c.base_url == emu.assets_url
+        assert c.base_url == served.assets_url
         assert c.list() == []
     monkeypatch.delenv("NVMEDIA_ASSETS_URL")
     with AssetClient() as c:
@@ -175,7 +179,7 @@ def test_429_is_retried_after_the_retry_after_wait(
 
 def test_a_long_retry_after_is_capped_by_max_retry_wait(emu: NVCFEmulator, caplog: pytest.LogCaptureFixture) -> None:
     emu.inject("429", retry_after=3600)
-    with AssetClient(api_key=KEY, base_url=emu.assets_url, max_retry_wait_s=0.2) as c:
+    with AssetClient(api_key=KEY, base_url=emu.assets_url, transport=emu.transport, max_retry_wait_s=0.2) as c:
         with caplog.at_level(logging.INFO, logger="nvmedia.assets"):
             assert c.list() == []
     assert any("retrying in 0.20 s" in r.getMessage() for r in caplog.records)
@@ -207,7 +211,10 @@ def test_server_errors_on_the_upload_are_retried(emu: NVCFEmulator, client: Asse
 
 def test_persistent_server_errors_end_in_asset_api_error_with_the_status(emu: NVCFEmulator) -> None:
     emu.inject("503", times=10)
-    with AssetClient(api_key=KEY, base_url=emu.assets_url, max_attempts=3) as c, pytest.raises(AssetAPIError) as err:
+    with (
+        AssetClient(api_key=KEY, base_url=emu.assets_url, transport=emu.transport, max_attempts=3) as c,
+        pytest.raises(AssetAPIError) as err,
+    ):
         c.list()
     assert err.value.code == "asset_api_error" and err.value.status_code == 503
     assert "after 3 attempts" in err.value.message and err.value.hint
@@ -233,29 +240,27 @@ def test_connection_dropped_mid_upload_is_retried_from_the_start_of_the_file(
 
 
 def test_slow_answer_hits_the_client_timeout_and_is_retried(
-    emu: NVCFEmulator, caplog: pytest.LogCaptureFixture
+    served: NVCFEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    emu.inject("slow", delay_s=3.0, method="GET")
-    with AssetClient(api_key=KEY, base_url=emu.assets_url, timeout=0.3) as c:
+    served.inject("slow", delay_s=3.0, method="GET")
+    with AssetClient(api_key=KEY, base_url=served.assets_url, timeout=0.3) as c:
         with caplog.at_level(logging.INFO, logger="nvmedia.assets"):
             assert c.list() == []
     assert any("ReadTimeout" in r.getMessage() for r in caplog.records)
 
 
-def test_an_api_that_never_answers_in_time_is_a_clear_timeout_error(emu: NVCFEmulator) -> None:
-    emu.inject("slow", times=5, delay_s=3.0)
-    with AssetClient(api_key=KEY, base_url=emu.assets_url, timeout=0.2, max_attempts=2) as c:
+def test_an_api_that_never_answers_in_time_is_a_clear_timeout_error(served: NVCFEmulator) -> None:
+    served.inject("slow", times=5, delay_s=3.0)
+    with AssetClient(api_key=KEY, base_url=served.assets_url, timeout=0.2, max_attempts=2) as c:
         with pytest.raises(AssetAPIError) as err:
             c.list()
     assert err.value.status_code is None
     assert "0.2 s timeout" in err.value.message and "after 2 attempts" in err.value.message
 
 
-def test_an_unreachable_api_is_asset_api_error_without_status() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with AssetClient(api_key=KEY, base_url=f"http://127.0.0.1:{port}/v2/nvcf/assets", max_attempts=2) as c:
+def test_an_unreachable_api_is_asset_api_error_without_status(refused_port: int) -> None:
+    url = f"http://127.0.0.1:{refused_port}/v2/nvcf/assets"
+    with AssetClient(api_key=KEY, base_url=url, max_attempts=2, max_retry_wait_s=0) as c:
         with pytest.raises(AssetAPIError) as err:
             c.list()
     assert err.value.status_code is None and "ConnectError" in err.value.message
@@ -263,7 +268,7 @@ def test_an_unreachable_api_is_asset_api_error_without_status() -> None:
 
 def test_other_client_errors_are_not_retried(emu: NVCFEmulator) -> None:
     with (
-        AssetClient(api_key=KEY, base_url=emu.base_url + "/v1/chat/completions") as c,
+        AssetClient(api_key=KEY, base_url=emu.base_url + "/v1/chat/completions", transport=emu.transport) as c,
         pytest.raises(AssetAPIError) as err,
     ):
         c.list()
@@ -285,7 +290,7 @@ def test_a_refused_key_is_auth_failed_and_not_retried() -> None:
 
 def test_no_key_at_all_is_auth_failed_with_a_hint(emu: NVCFEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NVIDIA_API_KEY", raising=False)
-    with AssetClient(base_url=emu.assets_url) as c, pytest.raises(AuthError) as err:
+    with AssetClient(base_url=emu.assets_url, transport=emu.transport) as c, pytest.raises(AuthError) as err:
         c.upload_file(PNG, "image/png")
     assert err.value.code == "auth_failed"
     assert err.value.hint == "set NVIDIA_API_KEY or pass --api-key"
@@ -385,7 +390,7 @@ def test_no_secret_reaches_errors_reprs_or_logs(emu: NVCFEmulator, caplog: pytes
         failures.append(err.value)
         emu.clear_faults()
 
-    with AssetClient(api_key=KEY, base_url=emu.assets_url, max_attempts=2) as c:
+    with AssetClient(api_key=KEY, base_url=emu.assets_url, transport=emu.transport, max_attempts=2) as c:
         created = [c.create("image/png") for _ in range(4)]
         expect_failure(lambda: c.upload(replace(created[0], description="tampered"), PNG))
         emu.inject("503", times=5, path_prefix="/s3/")

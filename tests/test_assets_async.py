@@ -1,10 +1,10 @@
-"""AsyncAssetClient against the real emulator over loopback: the same behaviour as the sync client."""
+"""AsyncAssetClient against the emulator (in-process through its transport; loopback for timeouts): as the sync one."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,19 +24,13 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def emu() -> Iterator[NVCFEmulator]:
-    with NVCFEmulator() as emulator:
-        yield emulator
+def emu(emu_in_process: NVCFEmulator) -> NVCFEmulator:
+    return emu_in_process
 
 
 @pytest.fixture
 async def client(emu: NVCFEmulator) -> AsyncIterator[AsyncAssetClient]:
-    async with AsyncAssetClient(api_key=KEY, base_url=emu.assets_url, max_retry_wait_s=5) as c:
+    async with AsyncAssetClient(api_key=KEY, base_url=emu.assets_url, transport=emu.transport, max_retry_wait_s=5) as c:
         yield c
 
 
@@ -105,19 +99,18 @@ async def test_async_dropped_upload_is_retried(emu: NVCFEmulator, client: AsyncA
     assert emu.asset(asset_id).sha256 == sha256(WAV)  # type: ignore[union-attr]
 
 
-async def test_async_slow_answer_hits_the_timeout_and_is_retried(
-    emu: NVCFEmulator, caplog: pytest.LogCaptureFixture
-) -> None:
-    emu.inject("slow", delay_s=3.0, method="GET")
-    async with AsyncAssetClient(api_key=KEY, base_url=emu.assets_url, timeout=0.3) as c:
-        with caplog.at_level(logging.INFO, logger="nvmedia.assets"):
-            assert await c.list() == []
+async def test_async_slow_answer_hits_the_timeout_and_is_retried(caplog: pytest.LogCaptureFixture) -> None:
+    with NVCFEmulator() as served:
+        served.inject("slow", delay_s=3.0, method="GET")
+        async with AsyncAssetClient(api_key=KEY, base_url=served.assets_url, timeout=0.3) as c:
+            with caplog.at_level(logging.INFO, logger="nvmedia.assets"):
+                assert await c.list() == []
     assert any("ReadTimeout" in r.getMessage() for r in caplog.records)
 
 
 async def test_async_persistent_errors_end_in_asset_api_error(emu: NVCFEmulator) -> None:
     emu.inject("500", times=10)
-    async with AsyncAssetClient(api_key=KEY, base_url=emu.assets_url, max_attempts=2) as c:
+    async with AsyncAssetClient(api_key=KEY, base_url=emu.assets_url, transport=emu.transport, max_attempts=2) as c:
         with pytest.raises(AssetAPIError) as err:
             await c.list()
     assert err.value.status_code == 500 and "after 2 attempts" in err.value.message
@@ -152,7 +145,7 @@ async def test_async_signature_mismatch_is_upload_failed_without_retries(
 
 async def test_async_missing_key_is_auth_failed(emu: NVCFEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NVIDIA_API_KEY", raising=False)
-    async with AsyncAssetClient(base_url=emu.assets_url) as c:
+    async with AsyncAssetClient(base_url=emu.assets_url, transport=emu.transport) as c:
         with pytest.raises(AuthError) as err:
             await c.list()
     assert err.value.hint == "set NVIDIA_API_KEY or pass --api-key"

@@ -6,10 +6,8 @@ import base64
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +61,9 @@ def test_folder_run_reports_every_file_and_one_bad_file_does_not_stop_it(
     code, records, _ = run_cli(["prepare", str(folder), "--dry-run"], capsys)
     assert code == 1
     assert [Path(r["source"]).name for r in records] == ["a.png", "b.png", "c.jpg", "d.png"]
-    assert [r["status"] for r in records] == ["ok", "error", "skipped", "ok"]
+    assert [r["status"] for r in records] == ["ok", "error", "error", "ok"]
     assert records[1]["error"]["code"] == "corrupt_media" and records[1]["error"]["hint"]
-    assert records[2]["reason"].startswith("not media")
+    assert records[2]["error"]["code"] == "unsupported_format"  # its extension claims media, its bytes are HTML
 
 
 def test_html_named_jpg_given_explicitly_is_unsupported_format(
@@ -231,11 +229,12 @@ def test_progress_shows_on_a_terminal_and_never_in_the_manifest(tmp_path: Path) 
     assert b"normalize" not in out and len(out.splitlines()) == 3
 
 
-def test_no_progress_when_stderr_is_not_a_terminal() -> None:
+def test_no_progress_but_the_summary_when_stderr_is_not_a_terminal() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "nvmedia", "prepare", str(PLAIN_WEBP), "--dry-run"], capture_output=True, text=True
     )
-    assert done.returncode == 0 and done.stderr == ""
+    assert done.returncode == 0
+    assert done.stderr == "1 input: 1 ok, 0 skipped, 0 errors; 0 uploaded\n"
 
 
 def test_forked_worker_processes_give_the_same_manifest_as_one_thread(tmp_path: Path) -> None:
@@ -248,92 +247,55 @@ def test_forked_worker_processes_give_the_same_manifest_as_one_thread(tmp_path: 
         done = subprocess.run([sys.executable, "-m", "nvmedia", *args], capture_output=True, text=True)
         assert done.returncode == 1, done.stderr  # the corpus holds broken files on purpose
         manifests[pool] = out.read_text()
-        if pool == "process":
-            assert done.stderr == ""  # not even libtiff's own complaint about the broken TIFF
+        if pool == "process":  # the summary and one line per error; not even libtiff's own complaint
+            assert "TIFFFillStrip" not in done.stderr and "Read error" not in done.stderr
     assert manifests["process"] == manifests["thread"]
     assert manifests["process"].count("\n") == len([p for p in CORPUS.iterdir() if p.is_file()])
 
 
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        for task in Path(f"/proc/{todo.pop()}/task").iterdir():
-            children = [int(c) for c in (task / "children").read_text().split()]
-            found.extend(children)
-            todo.extend(children)
-    return found
+def _nvmedia_with(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with the worker test hooks of README's "Development" section in its environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "nvmedia", *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=600
+    )
 
 
-def _kill_workers_while_running(cmd: list[str], *, holding: str | None = None, times: int = 1) -> tuple[int, str, int]:
-    """Run ``cmd`` and SIGKILL nvmedia's worker processes under it, as the OOM killer would.
-
-    Kills a worker ``times`` times: any forked worker (``holding`` None) or one that has the
-    file named ``holding`` open. Returns the exit status, stderr, and how many were killed.
-    """
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    killed = 0
-    while proc.poll() is None and killed < times:
-        try:
-            for child in _descendants(proc.pid):
-                if holding is None:
-                    hit = Path(f"/proc/{child}/cmdline").read_bytes() == Path(f"/proc/{proc.pid}/cmdline").read_bytes()
-                else:
-                    hit = any(os.readlink(fd).endswith(holding) for fd in Path(f"/proc/{child}/fd").iterdir())
-                if hit:
-                    os.kill(child, signal.SIGKILL)
-                    killed += 1
-                    time.sleep(0.05)  # let the pool notice before looking again
-                    break
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # a process ended while we looked
-    _, stderr = proc.communicate(timeout=300)
-    return proc.returncode, stderr, killed
-
-
-needs_proc = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the workers")
-
-
-@needs_proc
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
-    # The OOM killer takes a worker: the work it held is redone, and the manifest is the one a
-    # quiet run writes.
+    # A worker process dies (as when the OOM killer takes it) while it holds a batch: the work
+    # it held is redone, and the manifest is the one a quiet run writes.
     folder = tmp_path / "many"
-    for copy in range(6):
+    for copy in range(2):
         shutil.copytree(CORPUS, folder / f"copy{copy}")
-    args = [sys.executable, "-m", "nvmedia", "prepare", str(folder), "--dry-run", "-j", "2"]
-    status, stderr, killed = _kill_workers_while_running([*args, "-o", str(tmp_path / "killed.jsonl")])
-    assert killed == 1, "the run ended before a worker could be killed"
-    assert status == 1 and "Traceback" not in stderr, stderr  # 1: the corpus holds broken files on purpose
-    quiet = subprocess.run([*args, "-o", str(tmp_path / "quiet.jsonl")], capture_output=True, text=True)
+    died = tmp_path / "died"
+    hook = {
+        "NVMEDIA_TEST_WORKER_EXIT": str(folder / "copy0" / "pillow__hopper.png"),
+        "NVMEDIA_TEST_WORKER_EXIT_ONCE": str(died),
+    }
+    args = ["prepare", str(folder), "--dry-run", "-j", "2", "--pool", "process"]
+    killed = _nvmedia_with(hook, *args, "-o", str(tmp_path / "killed.jsonl"))
+    assert died.exists(), "no worker process met the file"
+    assert killed.returncode == 1 and "Traceback" not in killed.stderr, killed.stderr  # 1: broken files on purpose
+    quiet = _nvmedia_with({}, *args, "-o", str(tmp_path / "quiet.jsonl"))
     assert quiet.returncode == 1, quiet.stderr
     assert (tmp_path / "killed.jsonl").read_text() == (tmp_path / "quiet.jsonl").read_text()
 
 
-@needs_proc
 def test_a_file_that_kills_its_worker_every_time_is_an_error_and_the_run_goes_on(tmp_path: Path) -> None:
     # A file whose reading kills the worker again when it is read alone (as a decoder that
     # crashes on it would) ends as an error record; every other file is processed.
     folder = tmp_path / "in"
     folder.mkdir()
-    for name in ("pillow__hopper.webp", "pillow__flower.jpg", "pillow__hopper.png"):
+    for name in ("pillow__hopper.webp", "pillow__flower.jpg", "pillow__hopper.png", "pillow__hopper.bmp"):
         shutil.copy(CORPUS / name, folder / name)
-    with (folder / "m_long.wav").open("wb") as fh:  # 6 minutes of silence: a few hundred ms to validate
-        data = 44_100 * 2 * 2 * 360
-        fh.write(b"RIFF" + (36 + data).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little"))
-        fh.write((1).to_bytes(2, "little") + (2).to_bytes(2, "little") + (44_100).to_bytes(4, "little"))
-        fh.write((44_100 * 4).to_bytes(4, "little") + (4).to_bytes(2, "little") + (16).to_bytes(2, "little"))
-        fh.write(b"data" + data.to_bytes(4, "little"))
-        fh.truncate(44 + data)
     out = tmp_path / "m.jsonl"
-    cmd = [sys.executable, "-m", "nvmedia", "prepare", str(folder), "--dry-run", "-j", "2", "-o", str(out)]
-    status, stderr, killed = _kill_workers_while_running(cmd, holding="m_long.wav", times=2)
-    assert killed == 2
-    assert status == 1 and "Traceback" not in stderr, stderr
+    hook = {"NVMEDIA_TEST_WORKER_EXIT": str(folder / "pillow__hopper.png")}
+    done = _nvmedia_with(hook, "prepare", str(folder), "--dry-run", "-j", "2", "--pool", "process", "-o", str(out))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     records = {Path(r["source"]).name: r for r in map(json.loads, out.read_text().splitlines())}
-    assert records["m_long.wav"]["status"] == "error"
-    assert records["m_long.wav"]["error"]["code"] == "corrupt_media"
-    assert "died" in records["m_long.wav"]["error"]["message"]
-    assert [records[n]["status"] for n in sorted(records) if n != "m_long.wav"] == ["ok", "ok", "ok"]
+    assert records["pillow__hopper.png"]["status"] == "error"
+    assert records["pillow__hopper.png"]["error"]["code"] == "corrupt_media"
+    assert "died" in records["pillow__hopper.png"]["error"]["message"]
+    assert [records[n]["status"] for n in sorted(records) if n != "pillow__hopper.png"] == ["ok", "ok", "ok"]
 
 
 def test_workers_are_threads_when_the_process_already_runs_other_threads() -> None:
@@ -353,3 +315,176 @@ def test_workers_are_threads_when_the_process_already_runs_other_threads() -> No
     finally:
         stop.set()
         other.join()
+
+
+# -- what the command says on stderr ------------------------------------------------------------
+
+
+def _folder_with_one_broken_file(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(HOPPER, folder / "a.png")
+    shutil.copy(CORPUS / "pillow__truncated_image.png", folder / "b.png")
+    return folder
+
+
+def test_summary_and_one_line_per_error_go_to_stderr_when_it_is_not_a_terminal(tmp_path: Path) -> None:
+    folder = _folder_with_one_broken_file(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "nvmedia", "prepare", str(folder), "--dry-run", "-o", str(tmp_path / "m.jsonl")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    error_line, summary = done.stderr.splitlines()
+    assert error_line.startswith(f"{folder / 'b.png'}: corrupt_media: ")
+    assert summary == f"2 inputs: 1 ok, 0 skipped, 1 error; 0 uploaded -> {tmp_path / 'm.jsonl'}"
+    assert "\r" not in done.stderr and "\x1b" not in done.stderr  # no progress bar off a terminal
+
+
+def test_quiet_silences_the_summary_and_the_error_lines(tmp_path: Path) -> None:
+    folder = _folder_with_one_broken_file(tmp_path)
+    for flag in ("-q", "--quiet"):
+        done = subprocess.run(
+            [sys.executable, "-m", "nvmedia", "prepare", str(folder), "--dry-run", flag], capture_output=True, text=True
+        )
+        assert done.returncode == 1 and done.stderr == ""
+        assert len(done.stdout.splitlines()) == 2
+
+
+def test_a_missing_key_is_found_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In auto mode an upload may be needed (here the 2.6 MB WAV is): no normalizing, no kept file.
+    monkeypatch.delenv("NVIDIA_API_KEY", raising=False)
+    kept = tmp_path / "kept"
+    args = ["prepare", str(PLAIN_WEBP), str(CORPUS / "pydub__test1-24bit.wav"), "--keep", str(kept), "--no-cache"]
+    code, records, err = run_cli(args, capsys)
+    assert code == 2 and records == []
+    assert "NVIDIA_API_KEY" in err and err.count("\n") == 1
+    assert not kept.exists() or not any(kept.iterdir())
+
+
+def test_no_key_is_needed_when_nothing_can_be_uploaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("NVIDIA_API_KEY", raising=False)
+    for extra in (["--dry-run"], ["--mode", "inline"]):
+        code, records, _ = run_cli(["prepare", str(PLAIN_WEBP), *extra], capsys)
+        assert code == 0 and records[0]["status"] == "ok"
+
+
+def test_an_unreachable_asset_api_is_found_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kept = tmp_path / "kept"
+    url = "http://127.0.0.1:9/v2/nvcf/assets"
+    args = ["prepare", str(PLAIN_WEBP), "--keep", str(kept), "--assets-url", url, "--api-key", "k", "--no-cache"]
+    code, records, err = run_cli(args, capsys)
+    assert code == 2 and records == []
+    assert "unreachable" in err and err.count("\n") == 1
+    assert not kept.exists() or not any(kept.iterdir())
+
+
+def test_the_manifest_being_written_is_not_an_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(HOPPER, folder / "a.png")
+    out = folder / "m.jsonl"
+    for _ in range(2):  # the second run finds the first run's manifest in the folder
+        code, _, _ = run_cli(["prepare", str(folder), "--dry-run", "-o", str(out)], capsys)
+        assert code == 0
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [Path(r["source"]).name for r in records] == ["a.png"]
+
+
+def test_bytes_that_are_not_media_behind_a_media_extension_are_an_error_in_a_folder_walk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import random
+
+    from nvmedia.sniff import sniff_bytes
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    noise = bytes([0]) + random.Random(7).randbytes(8191)
+    assert not sniff_bytes(noise).is_media
+    (folder / "clip.mp4").write_bytes(noise)
+    (folder / "notes.txt").write_text("shopping list")
+    (folder / "blob").write_bytes(noise)
+    code, records, _ = run_cli(["prepare", str(folder), "--dry-run"], capsys)
+    assert code == 1
+    by_name = {Path(r["source"]).name: r for r in records}
+    assert by_name["clip.mp4"]["status"] == "error"
+    assert by_name["clip.mp4"]["error"]["code"] == "unsupported_format"
+    assert ".mp4" in by_name["clip.mp4"]["error"]["message"] and by_name["clip.mp4"]["error"]["hint"]
+    assert by_name["notes.txt"]["status"] == "skipped" and by_name["blob"]["status"] == "skipped"
+
+
+def test_messages_read_as_english(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    noise = tmp_path / "noise.bin"
+    noise.write_bytes(bytes([0]) + bytes(range(1, 256)) * 8)
+    code, records, _ = run_cli(["prepare", str(noise), "--dry-run"], capsys)
+    assert code == 1
+    message = records[0]["error"]["message"]
+    assert "unrecognised data" in message and " a unrecognised" not in message
+    done = subprocess.run(
+        [sys.executable, "-m", "nvmedia", "prepare", str(noise), str(HOPPER), "--dry-run"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.stderr.splitlines()[-1] == "2 inputs: 1 ok, 0 skipped, 1 error; 0 uploaded"
+
+
+def _pty_run(args: list[str], columns: int, env: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """Run the CLI with stderr on a pseudo-terminal ``columns`` wide; returns the exit status and what it drew."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    main_fd, tty_fd = pty.openpty()
+    fcntl.ioctl(tty_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nvmedia", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=tty_fd,
+        env={**os.environ, **(env or {})},
+    )
+    os.close(tty_fd)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # EIO once the child side is closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main_fd)
+    return proc.wait(timeout=300), shown
+
+
+def _display_width(text: str) -> int:
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def test_the_progress_line_fits_the_terminal_and_names_the_file_in_progress(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = [f"{i:02d}-a-rather-long-file-name-from-a-phone-写真-{'x' * 30}.webp" for i in range(20)]
+    for name in names:
+        shutil.copy(PLAIN_WEBP, folder / name)
+    # One worker thread: batches of files finish in input order, so the file in progress when
+    # K files are done is the K-th (0-based); the last one finished is the (K-1)-th.
+    code, shown = _pty_run(["prepare", str(folder), "--dry-run", "-j", "1", "--pool", "thread"], columns=60)
+    assert code == 0
+    frames = [f.replace("\x1b[K", "") for f in shown.decode("utf-8").replace("\r\n", "\n").split("\r")]
+    bars = [f for f in frames if "/20" in f and "\n" not in f]
+    assert bars, shown
+    for bar in bars:
+        assert _display_width(bar) < 60, bar
+        head, label = bar.split("/20 ", 1)
+        done = int(head.rsplit(" ", 1)[-1])
+        if done < 20:
+            assert label.startswith(names[done][:3]), bar

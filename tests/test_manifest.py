@@ -64,3 +64,17 @@ def test_long_strings_that_are_not_base64_are_escaped_as_json_does(text: str) ->
     for value in (text, "data:image/png;base64," + text, "x" * 1100 + ";base64," + text + '"tail'):
         record = {"source": value, "input_audio": {"data": text}, "data": value}
         assert record_line(record) == _expected(record)
+
+
+def test_a_name_that_is_not_utf8_makes_a_valid_utf8_line_and_keeps_its_bytes() -> None:
+    import os
+
+    from nvmedia.items import Item
+
+    name = os.fsdecode(b"photos/caf\xe9.png")  # as Python hands over a Latin-1 name: U+DCE9 for byte 0xE9
+    item = Item(source=name, status="skipped", reason=f"hidden: {name}")
+    line = record_line(item.to_record())
+    record = json.loads(line.encode("utf-8").decode("utf-8"))  # encodes: no lone surrogate is left
+    assert record["source"] == "photos/caf\ufffd.png" and record["reason"] == "hidden: photos/caf\ufffd.png"
+    assert base64.b64decode(record["source_bytes_b64"]) == b"photos/caf\xe9.png"
+    assert "source_bytes_b64" not in json.loads(record_line(Item(source="photos/café.png").to_record()))

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import shutil
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from nvmedia.testing import NVCFEmulator
 
 KEY = "nvapi-test-key-0123456789-DO-NOT-LEAK"
 SMALL = CORPUS / "pillow__hopper.webp"  # inline
-LARGE = CORPUS / "pydub__test1-24bit.wav"  # 2.65 MB WAV: passes through, too big to inline
+LARGE = CORPUS / "pydub__test1-24bit.wav"  # 2.65 MB WAV: sent as it is (its bext chunk cut out), too big to inline
 
 
 @pytest.fixture()
@@ -44,7 +45,7 @@ def test_small_items_go_inline_and_large_ones_are_uploaded(emu: NVCFEmulator) ->
         assert prep.headers == {"NVCF-INPUT-ASSET-REFERENCES": prep.asset_ids[0]}
         stored = emu.asset(prep.asset_ids[0])
         assert stored is not None and stored.content_type == "audio/wav"
-        assert stored.sha256 == hashlib.sha256(LARGE.read_bytes()).hexdigest()
+        assert stored.sha256 == prep.items[1].output.sha256 != hashlib.sha256(LARGE.read_bytes()).hexdigest()
         assert prep.tags.startswith('<img src="data:image/webp;base64,') and prep.tags.endswith(" />")
 
 
@@ -211,13 +212,23 @@ def test_one_file_requests_upload_in_parallel_and_come_out_in_order(tmp_path: Pa
     for i in range(6):
         _noise_wav(folder / f"memo{i}.wav", 2.0, seed=i)
     out = tmp_path / "m.jsonl"
-    # Each upload takes at least 0.3 s on the emulator, so a client that sends one file's request
-    # after another's never has two in flight; one that overlaps them does.
-    with NVCFEmulator(latency_upload_s=0.3) as slow:
+    # The emulator holds every upload until two are in flight at once: a client that sends one
+    # file's request after another's never gets there; one that overlaps them does.
+    with NVCFEmulator() as emu:
+        emu.hold_uploads()
         args = ["prepare", str(folder), "--group", "file", "-j", "1", "--no-cache", "-o", str(out)]
-        assert main([*args, "--assets-url", slow.assets_url, "--api-key", KEY]) == 0
-        assert slow.upload_count == 6
-        assert slow.peak_concurrent_uploads >= 2
+        status: list[int] = []
+        cli = threading.Thread(
+            target=lambda: status.append(main([*args, "--assets-url", emu.assets_url, "--api-key", KEY]))
+        )
+        cli.start()
+        try:
+            overlapped = emu.wait_uploads_in_flight(2, timeout=120)  # a safety net: it returns at once when they do
+        finally:
+            emu.release_uploads()
+            cli.join()
+        assert overlapped and status == [0]
+        assert emu.upload_count == 6
     records = _manifest(out)
     assert [Path(str(r["source"])).name for r in records] == [f"memo{i}.wav" for i in range(6)]
     assert len({r["asset_id"] for r in records}) == 6
@@ -304,7 +315,16 @@ def test_settings_repr_never_shows_the_key() -> None:
 
 
 def test_processing_images_on_threads_does_not_silence_the_callers_warnings() -> None:
+    # Threads that each save and restore the process's warning filters (warnings.catch_warnings)
+    # can leave another thread's "ignore" in place for good. After a threaded run, the caller's
+    # filters are as they were (but for the documented filter scoped to Pillow's own modules)
+    # and the caller's warnings are still shown.
     images = [CORPUS / n for n in ("small__tiff.tif", "pillow__sugarshack_bad_mpo_header.jpg", "pillow__hopper.bmp")]
+    before = list(warnings.filters)
     nvmedia.prepare(images * 3, dry_run=True, jobs=2, on_error="keep").close()
-    with pytest.warns(UserWarning, match="still heard"):
+    added = [f for f in warnings.filters if f not in before]
+    assert all(f[3] is not None and f[3].pattern.startswith("PIL") for f in added), added
+    assert [f for f in before if f not in warnings.filters] == []
+    with warnings.catch_warnings(record=True) as heard:  # records with the filters in force; adds none
         warnings.warn("still heard", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in heard] == ["still heard"]

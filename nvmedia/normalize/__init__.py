@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MediaError
+from ..memory import MemoryBudget
 from ..probe import MediaInfo
 from ..profiles import Profile
 from ..sniff import Sniffed
@@ -29,6 +30,8 @@ class NormalizeOptions:
         background: RGB colour that transparency is flattened onto when the output cannot carry alpha.
         trim_s: cut video/audio longer than the profile's limit to its first ``trim_s`` seconds.
         split_long_audio: cut audio longer than the profile's limit into pieces at its pauses.
+        budget: the run's memory budget, which image decodes reserve their estimated bytes from
+            (None: no budget).
     """
 
     workdir: Path
@@ -37,6 +40,7 @@ class NormalizeOptions:
     background: tuple[int, int, int] = (255, 255, 255)
     trim_s: float | None = None
     split_long_audio: bool = False
+    budget: MemoryBudget | None = None
 
 
 @dataclass

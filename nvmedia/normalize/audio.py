@@ -2,15 +2,23 @@
 
 Rules, in order:
 
-1. The file is validated first (full decode, see ``validate.py``); its decoded
-   length is trusted over the header. Zero samples is ``empty``; a silent track
+1. The file is validated first (full decode, or up to just past the limit,
+   see ``validate.py``); its decoded length is trusted over the header. Zero samples is ``empty``; a silent track
    only adds a warning.
 2. Longer than ``profile.max_audio_s``: ``too_long``, unless ``options.trim_s``
-   asks for the first N seconds (N within the limit).
+   asks for the first N seconds (N within the limit). A header that records an
+   exact length (WAV data size, FLAC sample count, MP3 Xing frame count, MP4
+   sample tables) refuses it before any decoding; otherwise decoding stops as
+   soon as it passes the limit ("at least N s").
 3. **Passthrough** (the source's bytes, no actions) for a WAV or MP3 the profile
    lists, with a sample rate in ``[min_sample_rate, max_sample_rate]``, at most
    two channels, linear PCM (8, 16 or 24-bit) for WAV with real header sizes,
-   and, in inline mode, small enough to fit.
+   and, in inline mode, small enough to fit. Such a file carrying metadata
+   (ID3v2/ID3v1/APE/Lyrics3 tags and cover pictures in an MP3; ``LIST``,
+   ``id3 ``, ``bext``, ``iXML``, ``cue `` and other non-audio chunks in a WAV)
+   loses it losslessly instead: the MP3 frames, or the WAV ``fmt ``/``data``
+   chunks, are copied byte for byte (``strip-metadata``, see
+   ``audio_metadata.py``). ``options.keep_metadata`` sends the file as it is.
 4. Otherwise ffmpeg re-encodes it (streamed from file to file: memory stays
    flat whatever the length) at ``profile.audio_sample_rate`` and
    ``profile.audio_channels`` (16 kHz mono by default, what the model
@@ -18,8 +26,14 @@ Rules, in order:
    **Size-aware format rule**: WAV (PCM s16, lossless) when the WAV would fit
    inline (its base64 under ``fit_chars``, else under the profile's inline
    limit); MP3 otherwise (48 kbps per channel: 21.6 MB per hour of 16 kHz mono
-   instead of 115 MB of WAV).
-5. Inline mode (``options.fit_chars``): if that output does not fit, an MP3
+   instead of 115 MB of WAV). Only the audio stream is read (no cover picture),
+   and the output carries no tag at all: no global or stream metadata, no
+   encoder name (``-fflags +bitexact``), no ID3 tag in an MP3, no ``LIST`` chunk
+   in a WAV, unless ``options.keep_metadata`` asks for the source's tags.
+5. Every output is read back before it is reported (``validate.check_output``):
+   it holds samples and lasts as long as what was converted (within the
+   validation tolerance), else ``empty`` / ``ffmpeg_failed``.
+6. Inline mode (``options.fit_chars``): if that output does not fit, an MP3
    ladder is walked (lower bitrates, then 8 kHz), sizes predicted from the
    duration so that only candidates that can fit are encoded; when even the
    smallest cannot fit, ``cannot_fit_inline``.
@@ -37,10 +51,12 @@ from ..probe import MediaInfo
 from ..probe_av import probe_av, with_digest
 from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
-from ..validate import validate_av, wav_data_chunk
+from ..validate import Validation, check_output, exact_duration, validate_av, wav_data_chunk
 from ..wire import b64_len
 from . import NormalizedMedia, NormalizeOptions
-from .limits import check_duration, exceeds
+from .audio_metadata import audio_rewrite, write_rewrite
+from .limits import check_duration, decode_limit, exceeds
+from .metadata import MalformedContainerError
 
 PASSTHROUGH_WAV_CODECS = frozenset({"pcm_s16le", "pcm_s24le", "pcm_u8"})
 """Linear PCM every WAV reader handles; u-law/A-law, float and ADPCM WAVs are re-encoded."""
@@ -99,25 +115,47 @@ def normalize_audio(
         MediaError: ``empty``, ``corrupt_media``, ``too_long`` or ``cannot_fit_inline``.
         ProcessingError: ffmpeg failed or timed out.
     """
-    validation = validate_av(source, sniffed, info)
+    max_s = profile.max_audio_s
+    splitting = options.split_long_audio and options.trim_s is None and max_s is not None
+    validation = _validate_within(source, sniffed, info, max_s, whole=splitting, refuse=options.trim_s is None)
     duration = validation.decoded_s
     warnings = list(validation.warnings)
-    max_s = profile.max_audio_s
-    if options.split_long_audio and options.trim_s is None and max_s is not None and exceeds(duration, max_s):
+    if splitting and exceeds(duration, max_s):
+        assert max_s is not None
         return _split(source, sniffed, info, profile, options, duration, max_s, warnings)
-    trim = check_duration(source, "audio", duration, max_s, options.trim_s)
+    trim = check_duration(
+        source, "audio", duration, max_s, options.trim_s, basis="decoded" if validation.complete else "at-least"
+    )
     length = trim if trim is not None else duration
-    limit = options.fit_chars
     if trim is None and _passes_through(source, sniffed, info, profile):
-        if limit is None or b64_len(info.bytes) < limit:
-            return NormalizedMedia(
-                path=source, info=with_digest(source, info.replace(duration_s=duration)), actions=[], warnings=warnings
-            )
+        as_it_is = _as_it_is(source, sniffed, info.replace(duration_s=duration), options)
+        if as_it_is is not None:
+            as_it_is.warnings = warnings
+            return as_it_is
     rate, channels = _target(info, profile, warnings)
     output, out_info, chosen = _encode_to_fit(
         source, sniffed, info, profile, options, (rate, channels), 0.0, trim, length
     )
     return NormalizedMedia(path=output, info=out_info, actions=_actions(info, chosen, trim), warnings=warnings)
+
+
+def _validate_within(
+    source: Path, sniffed: Sniffed, info: MediaInfo, max_s: float | None, *, whole: bool, refuse: bool
+) -> Validation:
+    """Validate ``source``, reading no more of it than the limit ``max_s`` needs.
+
+    Audio over the limit is refused from its header's exact length when there is one (``refuse``) and
+    otherwise decoded only until it passes the limit (a 10-hour FLAC is not decoded for 30 s to be refused);
+    ``whole`` (splitting) decodes it all.
+
+    Raises:
+        MediaError: ``too_long`` from the header, or validation's ``empty``/``corrupt_media``.
+    """
+    if refuse and not whole:
+        exact = exact_duration(source, sniffed, info)
+        if exact is not None:
+            check_duration(source, "audio", exact, max_s, None, basis="header")
+    return validate_av(source, sniffed, info, stop_after_s=None if whole else decode_limit(max_s))
 
 
 def _target(info: MediaInfo, profile: Profile, warnings: list[str]) -> tuple[int, int]:
@@ -188,6 +226,37 @@ def _split(
         raise
     first = pieces[0]
     return NormalizedMedia(first.path, first.info, first.actions, first.warnings, first.span, pieces)
+
+
+def _as_it_is(source: Path, sniffed: Sniffed, info: MediaInfo, options: NormalizeOptions) -> NormalizedMedia | None:
+    """The source's own audio, with its metadata cut out losslessly unless kept (None: it must be re-encoded).
+
+    None when the result would not fit the inline budget, or when the container cannot be walked
+    (the re-encode then drops the metadata as well).
+    """
+    limit = options.fit_chars
+    rewrite = None
+    if not options.keep_metadata:
+        try:
+            rewrite = audio_rewrite(source, sniffed.container)
+        except MalformedContainerError:
+            return None
+    size = info.bytes if rewrite is None else rewrite.size
+    if limit is not None and b64_len(size) >= limit:
+        return None
+    if rewrite is None:
+        return NormalizedMedia(path=source, info=with_digest(source, info))
+    output = ff.output_path(options.workdir, source, "." + sniffed.container)
+    try:
+        write_rewrite(source, rewrite, output)
+        stripped = with_digest(output, probe_av(output, sniff_path(output)).replace(duration_s=info.duration_s))
+    except MalformedContainerError:
+        output.unlink(missing_ok=True)
+        return None
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
+    return NormalizedMedia(path=output, info=stripped, actions=["strip-metadata"])
 
 
 def _passes_through(source: Path, sniffed: Sniffed, info: MediaInfo, profile: Profile) -> bool:
@@ -275,7 +344,10 @@ def _encode(
         {"c:a": "pcm_s16le"} if enc.fmt == "wav" else {"c:a": "libmp3lame", "b:a": f"{enc.kbps}k"}
     )
     if not options.keep_metadata:
-        codec["map_metadata"] = -1
+        # No tag from the source, no encoder name, and for an MP3 no ID3 tag at all (only padding otherwise).
+        codec.update({"map_metadata": -1, "map_chapters": -1, "fflags": "+bitexact"})
+        if enc.fmt == "mp3":
+            codec["id3v2_version"] = 0
 
     def node(url: str) -> object:
         inp = ff.input_stream(source, sniffed.ffmpeg_format, **in_options)
@@ -290,6 +362,7 @@ def _encode(
 
     try:
         ff.run_to_file(node, output, timeout_s=ff.timeout_for(length, per_second=AUDIO_TIMEOUT_PER_S))
+        check_output(output, source, "audio", length)  # never ok with no samples, or cut short
     except BaseException:
         output.unlink(missing_ok=True)
         raise

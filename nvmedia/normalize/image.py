@@ -9,8 +9,7 @@ send. The steps, in the order they are tried:
    that may pass through, the decode runs at 1/8 scale: libjpeg still reads
    every coefficient, so truncation is caught at a fraction of the cost.
 2. **Passthrough.** A file whose container the profile accepts (PNG, JPEG,
-   WEBP), single-frame, upright (orientation 1 or none, EXIF or XMP), not
-   CMYK, within ``profile.max_image_pixels``, without a huge ICC profile, and
+   WEBP), single-frame, upright, not CMYK, within ``profile.max_image_pixels``, without a huge ICC profile, and
    (with a budget) whose base64 length is under ``options.fit_chars``, is sent
    as it is: ``NormalizedMedia(path=source, actions=[])``, byte for byte.
 3. **Lossless metadata strip.** The same file carrying EXIF, XMP, IPTC,
@@ -26,6 +25,16 @@ send. The steps, in the order they are tried:
    matches the output colour space, except one larger than 64 KiB: the pixels
    are then converted to sRGB and the profile dropped (``icc-to-srgb``), since
    such profiles can outweigh the image and the endpoint assumes sRGB anyway.
+
+**One rule for orientation**: the orientation applied is the one Pillow's
+``getexif()`` reports once the image is loaded, whatever carries it (EXIF APP1,
+PNG ``eXIf`` or a ``tEXt``/``zTXt``/``iTXt`` chunk holding raw EXIF, an
+ImageMagick ``Raw profile type exif`` or XMP, WEBP EXIF/XMP chunks, XMP
+``tiff:Orientation``, TIFF tags, AVIF ``irot``/``imir``); a file whose
+orientation is not 1 is never passed through, with or without its metadata.
+pillow-heif applies HEIF ``irot``/``imir`` itself and reports 1, and Pillow
+turns a TIFF upright while decoding it. A PNG is judged before any decode only
+when none of its chunks can carry an orientation (``png_may_be_turned``).
 
 Output-format rule for re-encoding (first one the profile accepts):
 
@@ -51,7 +60,15 @@ as is (no resampling pass at all), otherwise the largest scale still above the
 target is decoded and resampled with ``reducing_gap``. The orientation is
 applied after the downscale, on the smaller image. (Pillow already turns a
 TIFF upright while decoding it and drops the tag, so the orientation applied
-is the one read after decoding; the action is still recorded.)
+is the one read after decoding; the action is still recorded.) A JPEG 2000
+over four times the cap is decoded at a lower resolution level (``reduce``),
+and a single-frame WEBP over the cap by libavcodec straight to the capped size
+(``nvmedia.image_av``): Pillow's WEBP decode holds about 16 bytes per pixel.
+
+Memory: before each decode, its peak is estimated from the header
+(``nvmedia.image_open.decode_estimate``) and reserved from the run's budget
+(``options.budget``, ``nvmedia.memory``) until the output is written; an
+estimate over the whole budget is ``too_large``.
 """
 
 from __future__ import annotations
@@ -69,13 +86,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MediaError
-from ..image_open import image_orientation, open_image
+from ..image_av import decode_webp_reduced
+from ..image_open import decode_estimate, image_orientation, open_image
+from ..memory import Reservation
 from ..probe import MediaInfo
 from ..profiles import Profile
 from ..sniff import Sniffed
 from ..wire import b64_len
 from . import NormalizedMedia, NormalizeOptions
-from .metadata import MalformedContainerError, png_is_intact_and_plain, strip_metadata, webp_is_lossless
+from .metadata import (
+    MalformedContainerError,
+    png_is_intact_and_plain,
+    png_may_be_turned,
+    strip_metadata,
+    webp_is_lossless,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -250,20 +275,94 @@ def _draft_request(size: tuple[int, int], cap: int | None) -> tuple[int, int] | 
     return None
 
 
-def _decode(im: Image.Image, facts: _Facts, profile: Profile, *, verify_only: bool) -> bool:
-    """Decode ``im`` in place (JPEGs with DCT scaling where it helps); True when decoded at a reduced scale."""
-    request: tuple[int, int] | None = None
+@dataclass(frozen=True)
+class _DecodePlan:
+    """How an image is decoded: at what scale, by which decoder, and to what size it then comes down."""
+
+    decoded_size: tuple[int, int]
+    output_size: tuple[int, int]
+    draft: tuple[int, int] | None = None
+    j2k_reduce: int = 0
+    by_libav: bool = False
+
+
+def _plan_decode(im: Image.Image, facts: _Facts, profile: Profile, *, verify_only: bool) -> _DecodePlan:
+    """The cheapest decode that still gives the pixels needed: JPEG DCT scaling, JPEG 2000 resolution
+    levels, or (for a single-frame WEBP over the cap) libavcodec resampling as it decodes."""
+    width, height = facts.size
+    cap = profile.max_image_pixels
     if facts.fmt in _JPEG_FORMATS:
-        width, height = facts.size
+        request: tuple[int, int] | None = None
         if verify_only:
             if width >= 16 and height >= 16:
                 request = (width // 8, height // 8)
         else:
-            request = _draft_request(facts.size, profile.max_image_pixels)
-    if request is not None:
-        im.draft(im.mode, request)
+            request = _draft_request(facts.size, cap)
+        if request is not None:
+            ratio = min(width // max(request[0], 1), height // max(request[1], 1))
+            scale = next(s for s in (8, 4, 2, 1) if ratio >= s)  # as Image.draft picks it
+            decoded = (-(-width // scale), -(-height // scale))
+            return _DecodePlan(decoded, fit_size(*decoded, cap), draft=request)
+    target = fit_size(width, height, cap)
+    if target == facts.size or verify_only:
+        return _DecodePlan(facts.size, target)
+    if facts.fmt == "WEBP" and facts.frames == 1 and facts.mode in ("RGB", "RGBA"):
+        return _DecodePlan(target, target, by_libav=True)
+    if facts.fmt == "JPEG2000":
+        levels = _j2k_levels(im)
+        reduce = 0
+        while reduce < levels and -(-width // (2 << reduce)) >= target[0] and -(-height // (2 << reduce)) >= target[1]:
+            reduce += 1
+        if reduce:
+            decoded = (-(-width // (1 << reduce)), -(-height // (1 << reduce)))
+            return _DecodePlan(decoded, fit_size(*decoded, cap), j2k_reduce=reduce)
+    return _DecodePlan(facts.size, target)
+
+
+def _j2k_levels(im: Image.Image) -> int:
+    """The wavelet decomposition levels of a JPEG 2000 codestream's COD marker (0 when not found).
+
+    Decoding at 1/2**r needs r of them; the main header is walked marker by marker.
+    """
+    fp = getattr(im, "fp", None)
+    if fp is None:
+        return 0
+    position = fp.tell()
+    try:
+        fp.seek(0)
+        head = bytes(fp.read(1 << 16))
+    finally:
+        fp.seek(position)
+    start = head.find(b"\xff\x4f\xff\x51")  # SOC then SIZ
+    if start < 0:
+        return 0
+    at = start + 2
+    while at + 10 <= len(head) and head[at] == 0xFF:
+        marker = head[at + 1]
+        length = int.from_bytes(head[at + 2 : at + 4], "big")
+        if marker == 0x52:  # COD: Lcod, Scod, SGcod (4 bytes), then the number of decomposition levels
+            return min(int(head[at + 9]), 5)
+        if length < 2:
+            return 0
+        at += 2 + length
+    return 0
+
+
+def _decode(source: Path, im: Image.Image, facts: _Facts, plan: _DecodePlan) -> tuple[Image.Image, bool]:
+    """Decode by ``plan``: ``im`` in place, or (libav) a new, already reduced image carrying ``im``'s info.
+
+    Returns the decoded image and whether it came out smaller than the header's size.
+    """
+    if plan.by_libav:
+        reduced = decode_webp_reduced(source, facts.size, plan.decoded_size, facts.mode)
+        reduced.info = dict(im.info)
+        return reduced, True
+    if plan.draft is not None:
+        im.draft(im.mode, plan.draft)
+    if plan.j2k_reduce:
+        im.reduce = plan.j2k_reduce  # type: ignore[assignment,method-assign]
     im.load()
-    return im.size != facts.size
+    return im, im.size != facts.size
 
 
 def _write(workdir: Path, data: bytes, fmt: str) -> Path:
@@ -717,6 +816,14 @@ def normalize_image(
         >>> result.actions
         ['exif-transpose', 'strip-metadata', 'resize', 'encode:jpeg', 'fit:q=72']
     """
+    with Reservation(options.budget, source.name) as held:
+        return _normalize_reserved(source, sniffed, info, profile, options, held)
+
+
+def _normalize_reserved(
+    source: Path, sniffed: Sniffed, info: MediaInfo, profile: Profile, options: NormalizeOptions, held: Reservation
+) -> NormalizedMedia:
+    """``normalize_image`` with each decode's estimated memory held in the run's budget until the end."""
     safety = profile.safety_max_image_pixels
     staged: _Staged | None = None
     passthrough: tuple[bytes, bool] | None = None  # (bytes to send, whether they are the source's own)
@@ -730,13 +837,15 @@ def normalize_image(
             plain = _verified_png_passthrough(source, facts, sniffed, options)
             if plain is not None:
                 return plain
-        drafted = _decode(im, facts, profile, verify_only=verify_only)
-        facts.orientation = image_orientation(im)
-        facts.has_metadata = _has_metadata(im)
+        plan = _plan_decode(im, facts, profile, verify_only=verify_only)
+        held.hold(_estimate(im, info, plan, candidate), _what(facts))
+        decoded, drafted = _decode(source, im, facts, plan)
+        facts.orientation = image_orientation(decoded)
+        facts.has_metadata = _has_metadata(decoded)
         if candidate and facts.orientation == 1:
             passthrough = _lossless_bytes(source, sniffed, options)
         if passthrough is None and not (candidate and drafted):
-            staged = _stage(im, facts, profile, options, drafted)
+            staged = _stage(decoded, facts, profile, options, drafted)
     if passthrough is not None:
         data, untouched = passthrough
         has_alpha = facts.has_alpha
@@ -749,10 +858,12 @@ def normalize_image(
         # The 1/8-scale decode only verified the file; decode again for real pixels.
         with open_image(source, sniffed, max_pixels=safety) as im:
             facts = _facts(im)
-            drafted = _decode(im, facts, profile, verify_only=False)
-            facts.orientation = image_orientation(im)
-            facts.has_metadata = _has_metadata(im)
-            staged = _stage(im, facts, profile, options, drafted)
+            plan = _plan_decode(im, facts, profile, verify_only=False)
+            held.hold(_estimate(im, info, plan, False), _what(facts))
+            decoded, drafted = _decode(source, im, facts, plan)
+            facts.orientation = image_orientation(decoded)
+            facts.has_metadata = _has_metadata(decoded)
+            staged = _stage(decoded, facts, profile, options, drafted)
 
     lossless_webp = False
     if sniffed.container == "webp":
@@ -775,16 +886,47 @@ def normalize_image(
     return NormalizedMedia(path, out_info, actions, staged.warnings)
 
 
+def _estimate(im: Image.Image, info: MediaInfo, plan: _DecodePlan, candidate: bool) -> int:
+    return decode_estimate(
+        im,
+        info.bytes,
+        decoded_size=plan.decoded_size,
+        output_size=plan.output_size,
+        by_libav=plan.by_libav,
+        passthrough=candidate,
+    )
+
+
+def _what(facts: _Facts) -> str:
+    return f"this {facts.size[0]}x{facts.size[1]} {facts.mode} {facts.fmt or 'image'}"
+
+
 def _verified_png_passthrough(
     source: Path, facts: _Facts, sniffed: Sniffed, options: NormalizeOptions
 ) -> NormalizedMedia | None:
-    """Passthrough (or lossless strip) of a PNG proven intact by its chunk lengths and CRCs, without a decode.
+    """Passthrough (or lossless strip) of a PNG proven to decode without a full decode: chunk lengths and CRCs,
+    and the IDAT stream inflated to exactly the scanlines the header implies (``png_is_intact_and_plain``).
 
-    None when the structure check fails or the bytes cannot be sent as they are: the full decode then decides.
+    None when that is not proven or the bytes cannot be sent as they are: the full decode then decides.
+
+    Raises:
+        MediaError: ``corrupt_media`` when the chunks are intact but the pixel data does not decode (a
+            decoder may still show such a file, with rows missing; the service may not).
     """
+    from .metadata import CorruptPixelDataError
+
     data = source.read_bytes()
-    if not png_is_intact_and_plain(data):
-        return None
+    try:
+        if not png_is_intact_and_plain(data):
+            return None
+    except CorruptPixelDataError as exc:
+        raise MediaError(
+            f"{source.name}: the PNG's pixel data does not decode: {exc}",
+            code="corrupt_media",
+            hint="the image is damaged; re-export or re-download it",
+        ) from None
+    if png_may_be_turned(data):
+        return None  # an orientation may ride in its chunks: the decode decides
     passthrough = _lossless_bytes(source, sniffed, options, data)
     if passthrough is None:
         return None

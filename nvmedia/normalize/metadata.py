@@ -15,10 +15,16 @@ What is kept, per format (everything else is dropped):
 - PNG: the critical chunks, ``tRNS``, the colour chunks (``cHRM``, ``gAMA``,
   ``iCCP``, ``sBIT``, ``sRGB``, ``cICP``, ``mDCV``, ``cLLI``), ``bKGD``,
   ``pHYs``, ``sPLT``, ``hIST`` and the APNG chunks. ``tEXt``, ``zTXt``,
-  ``iTXt``, ``eXIf``, ``tIME`` and any unknown ancillary chunk go (private
-  chunks such as C2PA ``caBX`` can carry personal data).
+  ``iTXt`` (comments, XMP, and the raw EXIF/IPTC/XMP profiles ImageMagick
+  writes as ``Raw profile type exif``/``iptc``/``xmp`` text), ``eXIf``,
+  ``tIME`` and any unknown ancillary chunk go (private chunks such as C2PA
+  ``caBX`` can carry personal data).
 - WEBP: ``VP8X``, ``ICCP``, ``ANIM``, ``ANMF``, ``ALPH``, ``VP8 ``, ``VP8L``;
   ``EXIF``, ``XMP `` and unknown chunks go, and the VP8X flags are cleared to match.
+
+``png_is_intact_and_plain`` proves a PNG that could pass through decodes without
+a full decode: the chunks and CRCs are intact and the IDAT stream inflates to
+exactly the scanlines the header implies, each with a valid filter type.
 
 Each function returns the input object itself when there is nothing to drop,
 so ``stripped is data`` means "already clean". A structure that cannot be
@@ -29,9 +35,13 @@ the caller then re-encodes instead.
 from __future__ import annotations
 
 import struct
+from typing import cast
 
 __all__ = [
+    "CorruptPixelDataError",
     "MalformedContainerError",
+    "PNG_ORIENTATION_KEYWORDS",
+    "png_may_be_turned",
     "strip_jpeg",
     "strip_metadata",
     "strip_png",
@@ -188,35 +198,222 @@ _PNG_KEEP = {
 
 
 _PNG_ORIENTATION_CHUNKS = {b"eXIf", b"iTXt", b"zTXt"}  # EXIF or XMP may carry an orientation
+_PNG_ANIMATION_CHUNKS = {b"acTL", b"fcTL", b"fdAT"}
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_PNG_BIT_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+_PNG_COLOUR_NAMES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+"""Adam7 passes: (x start, y start, x step, y step)."""
+_PNG_FILTER_TYPES = 5  # None, Sub, Up, Average, Paeth
+_INFLATE_STEP = 1 << 20
+"""Inflated bytes checked at a time: memory stays near a megabyte whatever the image size."""
+
+
+class CorruptPixelDataError(ValueError):
+    """The image's pixel data provably does not decode; the message says how."""
 
 
 def png_is_intact_and_plain(data: bytes) -> bool:
-    """True when every PNG chunk is complete with a valid CRC, IEND ends the file, and no chunk can carry an
-    orientation (eXIf, iTXt/zTXt that may hold XMP).
+    """True when the PNG is proven to decode, without a full decode, and can be sent as it is.
 
-    This is how a passthrough candidate is verified without decoding the pixels: a file cut short
-    or damaged anywhere fails a length or CRC check (a full decode costs 10-20x more). Anything
-    this answers False for goes through the full decode, which decides.
+    Proven means: every chunk is complete with a valid CRC, IEND ends the file, IHDR is valid, a
+    palette image has its PLTE, and the IDAT stream inflates (zlib's Adler-32 checked) to exactly
+    the bytes IHDR implies for the size, bit depth, colour type and interlacing, each scanline
+    starting with a valid filter type. That is everything a PNG decoder can reject; what is left
+    (unfiltering, packing) cannot fail. Plain means no chunk can carry an orientation (eXIf,
+    iTXt/zTXt that may hold XMP) and it is not an APNG (whose first frame may not be the IDAT).
+
+    It skips unfiltering and image memory, so it costs less than a full decode (see
+    benchmarks/README.md, passthrough). False means "not proven": the full decode then decides.
+
+    Raises:
+        CorruptPixelDataError: the chunks are intact but the pixel data provably does not decode
+            (no IDAT, not zlib data, fewer bytes than the header needs, an invalid filter type).
     """
     import zlib
 
     if not data.startswith(_PNG_SIGNATURE):
         return False
     pos, size = len(_PNG_SIGNATURE), len(data)
+    header: bytes | None = None
+    has_palette = False
+    idat: list[memoryview] = []
+    idat_done = False
+    view = memoryview(data)
     while pos + 12 <= size:
         length = int.from_bytes(data[pos : pos + 4], "big")
         end = pos + 12 + length
         if end > size:
             return False
         kind = data[pos + 4 : pos + 8]
-        if kind in _PNG_ORIENTATION_CHUNKS:
+        if kind in _PNG_ORIENTATION_CHUNKS or kind in _PNG_ANIMATION_CHUNKS:
             return False
-        if zlib.crc32(data[pos + 4 : pos + 8 + length]) != int.from_bytes(data[end - 4 : end], "big"):
+        if zlib.crc32(view[pos + 4 : pos + 8 + length]) != int.from_bytes(data[end - 4 : end], "big"):
             return False
+        if header is None:
+            if kind != b"IHDR" or length != 13:
+                return False
+            header = data[pos + 8 : pos + 21]
+        elif kind == b"PLTE":
+            has_palette = True
+        elif kind == b"IDAT":
+            if idat_done:
+                return False  # IDAT chunks split by another chunk: the decoder judges
+            idat.append(view[pos + 8 : pos + 8 + length])
+        elif idat:
+            idat_done = True
         if kind == b"IEND":
-            return end == size
+            return end == size and _png_pixels_decode(header, has_palette, idat)
         pos = end
     return False
+
+
+_PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+PNG_ORIENTATION_KEYWORDS = (b"exif", b"Raw profile type exif", b"XML:com.adobe.xmp")
+"""Text keywords Pillow reads an orientation from: raw EXIF, ImageMagick's hex EXIF profile, and XMP."""
+
+
+def png_may_be_turned(data: bytes) -> bool:
+    """True when Pillow may report an orientation other than 1 for this PNG, judging from its chunks alone.
+
+    Pillow's ``getexif()`` reads a PNG's orientation from an ``eXIf`` chunk (before or after the pixels)
+    or from a ``tEXt``/``zTXt``/``iTXt`` chunk whose keyword is one of ``PNG_ORIENTATION_KEYWORDS``, and
+    nowhere else. A PNG with none of these reports 1 once loaded, so it can be judged without a decode;
+    anything else (or a chunk structure that cannot be walked) answers True and the decode decides.
+    """
+    if not data.startswith(_PNG_SIGNATURE):
+        return True
+    pos, size = len(_PNG_SIGNATURE), len(data)
+    while pos + 8 <= size:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        ctype = data[pos + 4 : pos + 8]
+        if ctype == b"eXIf":
+            return True
+        if ctype in _PNG_TEXT_CHUNKS:
+            keyword = data[pos + 8 : pos + 8 + min(length, 80)].split(b"\0", 1)[0]
+            if keyword in PNG_ORIENTATION_KEYWORDS:
+                return True
+        if ctype == b"IEND":
+            return False
+        pos += 12 + length
+    return True
+
+
+def _png_describe(header: bytes) -> str:
+    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    kind = _PNG_COLOUR_NAMES.get(header[9], f"colour type {header[9]}")
+    interlaced = " interlaced" if header[12] else ""
+    return f"a {width}x{height} {header[8]}-bit {kind}{interlaced} image"
+
+
+def _png_scanlines(header: bytes) -> list[tuple[int, int]]:
+    """``(bytes per scanline including its filter byte, scanline count)`` per pass of ``header``'s image.
+
+    Raises:
+        CorruptPixelDataError: IHDR declares something no decoder accepts.
+    """
+    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    depth, colour, compression, filtering, interlace = header[8], header[9], header[10], header[11], header[12]
+    if not width or not height:
+        raise CorruptPixelDataError(f"its header declares {width}x{height} pixels")
+    if depth not in _PNG_BIT_DEPTHS.get(colour, ()):
+        raise CorruptPixelDataError(f"its header declares bit depth {depth} for colour type {colour}")
+    if compression or filtering or interlace > 1:
+        raise CorruptPixelDataError(
+            f"its header declares compression {compression}, filter {filtering} and interlace {interlace} "
+            "(PNG defines 0, 0 and 0-1)"
+        )
+    bits = depth * _PNG_CHANNELS[colour]
+    if not interlace:
+        return [(1 + (width * bits + 7) // 8, height)]
+    passes = []
+    for x0, y0, dx, dy in _ADAM7:
+        pass_width, pass_height = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if pass_width > 0 and pass_height > 0:
+            passes.append((1 + (pass_width * bits + 7) // 8, pass_height))
+    return passes
+
+
+def _png_pixels_decode(header: bytes, has_palette: bool, idat: list[memoryview]) -> bool:
+    """Whether the IDAT stream inflates to exactly the scanlines ``header`` implies, each with a valid filter.
+
+    False (not proven: the decoder judges) only for more data than the image needs, which decoders ignore.
+
+    Raises:
+        CorruptPixelDataError: what a decoder fails on.
+    """
+    from zlib_ng import zlib_ng
+
+    inflate_error = cast("type[Exception]", zlib_ng.error)  # its stub declares an instance, not the class
+    passes = _png_scanlines(header)
+    if header[9] == 3 and not has_palette:
+        raise CorruptPixelDataError("it is a palette image without a palette (no PLTE chunk)")
+    if not idat:
+        raise CorruptPixelDataError("there is no IDAT chunk")
+    # Where the scanlines' filter bytes sit in the inflated stream: (first offset, stride, end) per pass.
+    layout: list[tuple[int, int, int]] = []
+    expected = 0
+    for stride, rows in passes:
+        layout.append((expected, stride, expected + stride * rows))
+        expected += stride * rows
+    inflater = zlib_ng.decompressobj()  # zlib-ng inflates 2-3x faster than the zlib Python links
+    produced = 0
+
+    def take(out: bytes) -> bool:
+        nonlocal produced
+        if produced + len(out) > expected:
+            return False
+        bad = _first_bad_filter(out, produced, layout)
+        if bad is not None:
+            row, value = bad
+            raise CorruptPixelDataError(f"scanline {row:,} has filter type {value} (PNG defines 0-4)")
+        produced += len(out)
+        return True
+
+    def room() -> int:  # one byte past the image: enough to see that there is more
+        return min(_INFLATE_STEP, expected + 1 - produced)
+
+    try:
+        for piece in idat:
+            pending: bytes | memoryview = piece
+            while pending and not inflater.eof:
+                if not take(inflater.decompress(pending, room())):
+                    return False
+                pending = inflater.unconsumed_tail
+        while not inflater.eof:  # all input fed: drain what the inflater still holds
+            out = inflater.decompress(b"", room())
+            if not out:
+                break
+            if not take(out):
+                return False
+    except inflate_error as exc:
+        raise CorruptPixelDataError(f"the IDAT stream is not valid zlib data ({exc})") from None
+    if produced < expected:
+        raise CorruptPixelDataError(
+            f"the IDAT stream inflates to {produced:,} bytes; {_png_describe(header)} needs {expected:,}"
+        )
+    if not inflater.eof:
+        raise CorruptPixelDataError(
+            f"the IDAT stream is cut short: its {expected:,} bytes inflate but the zlib stream does not end"
+        )
+    return True
+
+
+def _first_bad_filter(out: bytes, at: int, layout: list[tuple[int, int, int]]) -> tuple[int, int] | None:
+    """``(scanline number from 1, filter byte)`` of the first invalid filter byte in ``out``, which starts at
+    offset ``at`` of the inflated stream; None when all are valid."""
+    stop = at + len(out)
+    rows_before = 0
+    for first, stride, end in layout:
+        if end > at and first < stop:
+            start = max(first, at)
+            start += (first - start) % stride  # the first filter byte at or after ``start``
+            picked = out[start - at : min(end, stop) - at : stride]
+            if picked and max(picked) >= _PNG_FILTER_TYPES:
+                index = next(i for i, value in enumerate(picked) if value >= _PNG_FILTER_TYPES)
+                return rows_before + (start - first) // stride + index + 1, picked[index]
+        rows_before += (end - first) // stride
+    return None
 
 
 def strip_png(data: bytes, *, keep_icc: bool = True) -> bytes:

@@ -6,12 +6,18 @@ Rules, in order:
    decoded, see ``validate.py``). An MP4 holding only audio never gets here:
    probing makes it kind ``audio``.
 2. Longer than ``profile.max_video_s``: ``too_long``, unless ``options.trim_s``
-   asks for the first N seconds (N within the limit).
+   asks for the first N seconds (N within the limit). An MP4/MOV whose sample
+   tables say so is refused before anything is read; otherwise reading stops
+   as soon as it passes the limit ("at least N s").
 3. **Passthrough** when the container is one the profile lists and the codecs
    satisfy it (default profile: MP4 with H.264 4:2:0 and AAC or no audio), no
    rotation is pending, the short side is within ``max_video_lines`` and, in
-   inline mode, it fits, and no location is in its metadata (a located clip is
-   remuxed with metadata dropped: ``strip-location``). Where the ``moov`` box sits does not matter for
+   inline mode, it fits, and it carries nothing but its picture and sound: a
+   clip with tags (title, dates, place, device, encoder), chapters, or any
+   stream besides the video and audio sent (subtitles, timecode and other data
+   tracks such as GoPro ``gpmd`` or ``camm`` location tracks, cover pictures,
+   attachments) is remuxed with all of that dropped (``strip-metadata``), unless
+   ``options.keep_metadata``. Where the ``moov`` box sits does not matter for
    passthrough: the file is uploaded or inlined whole, never streamed
    progressively, so rewriting it to move ``moov`` would only cost bytes-identity.
 4. **Remux before transcode**: streams that are acceptable as they are get
@@ -24,7 +30,18 @@ Rules, in order:
    video is always re-encoded upright), the short side is scaled down to
    ``max_video_lines`` (``scale``; 4K becomes 1080p), an audio-less video stays
    audio-less, timestamps are kept (variable frame rate is not padded out).
-6. Inline mode (``options.fit_chars``): when the result does not fit, a ladder
+   Whatever ffmpeg writes carries only the video and audio streams it maps,
+   with no global or stream metadata, no chapters and no encoder name
+   (``-map_metadata -1 -map_chapters -1 -fflags +bitexact``) unless
+   ``options.keep_metadata``; the display rotation is applied to the pixels.
+   A still (a single-frame video) is never passed through: its frame is held
+   at ``STILL_FPS`` for its duration (its header's or its audio's), at least
+   ``STILL_MIN_S`` (``extend-still:N``), instead of becoming a clip of one
+   frame interval.
+6. Every output is read back before it is reported (``validate.check_output``):
+   it holds frames (and samples, with audio) and lasts as long as what was
+   converted (within the validation tolerance), else ``empty`` / ``ffmpeg_failed``.
+7. Inline mode (``options.fit_chars``): when the result does not fit, a ladder
    of sizes (720, 480, 360, 240, 144 lines) with a bitrate computed from the
    budget and the duration is walked; when even the smallest cannot carry a
    watchable bitrate, ``cannot_fit_inline``.
@@ -40,13 +57,13 @@ from typing import Any
 from .. import ffmpeg as ff
 from ..errors import MediaError
 from ..probe import MediaInfo
-from ..probe_av import probe_av, with_digest
+from ..probe_av import open_container, probe_av, with_digest
 from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
-from ..validate import validate_av
+from ..validate import Validation, check_output, exact_duration, validate_av
 from ..wire import b64_len
 from . import NormalizedMedia, NormalizeOptions
-from .limits import check_duration
+from .limits import check_duration, decode_limit
 
 CONTAINER_NAMES = {"mp4": "mp4", "mov": "mov", "webm": "webm", "matroska": "mkv", "3gp": "3gp", "m4a": "mp4"}
 """Sniffer container -> the name profiles use in ``video_formats``."""
@@ -64,12 +81,23 @@ AAC_KBPS_PER_CHANNEL = 64
 REMUX_TIMEOUT_PER_S = 0.5
 TRANSCODE_TIMEOUT_PER_S = 4.0
 
+STILL_MIN_S = 1.0
+"""A single-frame video becomes a clip at least this long (longer when its header or its audio says so)."""
+STILL_FPS = 5
+"""Frame rate of the clip a still becomes: more than the 1-2 frames per second a model samples, and few
+frames to encode when the still sits beside a long soundtrack."""
+
 INLINE_RUNGS: tuple[tuple[int, int], ...] = ((720, 300), (480, 150), (360, 80), (240, 40), (144, 16))
 """Inline ladder: (short side in lines, lowest video kbps still worth sending at that size)."""
 INLINE_AUDIO_KBPS = 32
 INLINE_MARGIN = 0.92
 """Share of the byte budget given to the encoder's bitrate target (rate control overshoots a little)."""
 INLINE_TRIES_PER_RUNG = 3
+
+PLAIN_CONTAINER_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
+PLAIN_STREAM_TAGS = frozenset({"language", "handler_name", "vendor_id", "encoder", "duration"})
+"""Tags (lower-cased) that say nothing about anyone: the file type, the muxing software, the codec's name
+in the sample entry, a track's language and handler, Matroska's track duration."""
 
 
 @dataclass
@@ -84,6 +112,7 @@ class _Plan:
     audio_kbps: int | None = None
     audio_channels: int | None = None
     audio_rate: int | None = None
+    hold_s: float | None = None  # a still's frame is repeated this long
     actions: list[str] = field(default_factory=list)
 
 
@@ -108,11 +137,19 @@ def normalize_video(
         MediaError: ``empty``, ``corrupt_media``, ``too_long`` or ``cannot_fit_inline``.
         ProcessingError: ffmpeg failed or timed out.
     """
-    validation = validate_av(source, sniffed, info)
+    validation, duration = _validate_within(source, sniffed, info, profile.max_video_s, refuse=options.trim_s is None)
     warnings = list(validation.warnings)
-    duration = max(validation.decoded_s, info.duration_s or 0.0)
-    trim = check_duration(source, "video", duration, profile.max_video_s, options.trim_s)
-    length = trim if trim is not None else duration
+    trim = check_duration(
+        source,
+        "video",
+        duration,
+        profile.max_video_s,
+        options.trim_s,
+        basis="decoded" if validation.complete else "at-least",
+    )
+    kept = trim if trim is not None else duration
+    hold = _still_hold(validation, kept)
+    length = hold or kept
     limit = options.fit_chars
     width, height = _upright(info)
 
@@ -120,12 +157,12 @@ def normalize_video(
     audio_ok = _audio_acceptable(info, profile)
     container_ok = CONTAINER_NAMES.get(sniffed.container) in profile.video_formats
     fits = limit is None or b64_len(info.bytes) < limit
-    # Phones write where a clip was shot into its metadata: like image GPS, it is not sent unless asked.
-    located = bool(info.extra.get("location_tags")) and not options.keep_metadata
-    if container_ok and video_ok and audio_ok and trim is None and fits and not located:
+    # Phones and cameras write where, when and with what a clip was shot: like image EXIF, it is not sent unless asked.
+    stripping = not options.keep_metadata and bool(_carried_metadata(source, sniffed, info))
+    if container_ok and video_ok and audio_ok and trim is None and fits and not stripping and hold is None:
         return NormalizedMedia(path=source, info=with_digest(source, info), actions=[], warnings=warnings)
 
-    copy_video = video_ok and info.video_codec in MP4_VIDEO_CODECS
+    copy_video = video_ok and info.video_codec in MP4_VIDEO_CODECS and hold is None
     copy_audio = audio_ok and (info.audio_codec is None or info.audio_codec in MP4_AUDIO_CODECS)
     plan = _Plan(
         copy_video=copy_video,
@@ -135,12 +172,73 @@ def normalize_video(
     )
     if not copy_video:
         plan.copy_audio = copy_audio = copy_audio and info.audio_codec == "aac"
-    _describe(plan, info, trim, located)
+    plan.hold_s = hold
+    _describe(plan, info, trim, stripping)
     output, out_info = _run(source, sniffed, info, plan, trim, length, options)
     if limit is not None and b64_len(out_info.bytes) >= limit:
         output.unlink()
-        output, out_info, plan = _fit_inline(source, sniffed, info, profile, trim, length, limit, options, located)
+        output, out_info, plan = _fit_inline(
+            source, sniffed, info, profile, trim, length, limit, options, stripping, hold
+        )
     return NormalizedMedia(path=output, info=out_info, actions=plan.actions, warnings=warnings)
+
+
+def _validate_within(
+    source: Path, sniffed: Sniffed, info: MediaInfo, max_s: float | None, *, refuse: bool
+) -> tuple[Validation, float]:
+    """Validate ``source``, reading no more of it than the limit ``max_s`` needs; also return its duration.
+
+    A header that records an exact length over the limit refuses it before anything is read (``refuse``);
+    otherwise the demux stops once past the limit, and the duration is then a lower bound.
+
+    Raises:
+        MediaError: ``too_long`` from the header, or validation's ``empty``/``corrupt_media``.
+    """
+    if refuse:
+        exact = exact_duration(source, sniffed, info)
+        if exact is not None:
+            check_duration(source, "video", exact, max_s, None, basis="header")
+    validation = validate_av(source, sniffed, info, stop_after_s=decode_limit(max_s))
+    if not validation.complete:
+        return validation, validation.decoded_s
+    return validation, max(validation.decoded_s, info.duration_s or 0.0)
+
+
+def _still_hold(validation: Validation, duration: float) -> float | None:
+    """How long a single-frame video's frame is held once converted; None for a real video.
+
+    A still (a one-frame WEBM or MP4, maybe with sound) would otherwise become a clip of one frame interval
+    beside its audio. Its frame is held for the whole of its duration (header, streams and audio, whichever
+    is longest), and at least ``STILL_MIN_S``; so a still is always converted, never passed through.
+    """
+    if validation.video_packets != 1:
+        return None
+    return max(duration, STILL_MIN_S)
+
+
+def _hold_still(video: Any, plan: _Plan) -> Any:
+    """The filters that repeat a still's frame for ``plan.hold_s`` seconds (at ``STILL_FPS``)."""
+    if plan.hold_s is None:
+        return video
+    # eof_action=pass: a lone frame lasting 1 ms would otherwise round to no frame at all at STILL_FPS.
+    return video.filter("fps", fps=STILL_FPS, eof_action="pass").filter(
+        "tpad", stop_mode="clone", stop_duration=f"{plan.hold_s:.3f}"
+    )
+
+
+def _carried_metadata(source: Path, sniffed: Sniffed, info: MediaInfo) -> list[str]:
+    """What the clip carries besides the picture and sound sent (``['tag location', 'data stream 2']``, or [])."""
+    sent = {info.extra.get("video_index"), info.extra.get("audio_index")}
+    with open_container(source, sniffed) as container:
+        found = [f"tag {key}" for key in container.metadata if key.lower() not in PLAIN_CONTAINER_TAGS]
+        for stream in container.streams:
+            if stream.index not in sent:
+                found.append(f"{stream.type} stream {stream.index}")
+                continue
+            found += [f"stream {stream.index} tag {k}" for k in stream.metadata if k.lower() not in PLAIN_STREAM_TAGS]
+        if container.chapters():
+            found.append("chapters")
+    return found
 
 
 def _upright(info: MediaInfo) -> tuple[int, int]:
@@ -178,10 +276,12 @@ def _even(value: float) -> int:
     return max(2, int(value + 1e-6) // 2 * 2)
 
 
-def _describe(plan: _Plan, info: MediaInfo, trim: float | None, located: bool) -> None:
+def _describe(plan: _Plan, info: MediaInfo, trim: float | None, stripping: bool) -> None:
     actions = [f"trim:{trim:g}"] if trim is not None else []
-    if located:
-        actions.append("strip-location")
+    if plan.hold_s is not None:
+        actions.append(f"extend-still:{plan.hold_s:g}")
+    if stripping:
+        actions.append("strip-metadata")
     if plan.copy_video:
         actions.append("remux:mp4")
     else:
@@ -217,21 +317,23 @@ def _run(
     def node(url: str) -> Any:
         inp = ff.input_stream(source, sniffed.ffmpeg_format, **in_options)
         video = inp[str(vindex) if isinstance(vindex, int) else "v:0"]
-        options: dict[str, Any] = {"f": "mp4", "movflags": "+faststart", "map_chapters": -1}
+        options: dict[str, Any] = {"f": "mp4", "movflags": "+faststart"}
         if not keep_metadata:
-            options["map_metadata"] = -1
+            options.update({"map_metadata": -1, "map_chapters": -1, "fflags": "+bitexact"})
         if plan.copy_video:
             options["c:v"] = "copy"
         else:
             width, height = plan.size
             # ffmpeg applies the display rotation itself (autorotate) before this filter.
-            video = video.filter("scale", width, height).filter("setsar", 1)
+            video = _hold_still(video.filter("scale", width, height).filter("setsar", 1), plan)
             options.update({"c:v": "libx264", "preset": X264_PRESET, "pix_fmt": "yuv420p", "fps_mode": "vfr"})
             if plan.video_kbps is None:
                 options["crf"] = X264_CRF
             else:
                 kbps = plan.video_kbps
                 options.update({"b:v": f"{kbps}k", "maxrate": f"{kbps}k", "bufsize": f"{2 * kbps}k"})
+        if plan.hold_s is not None:
+            options["t"] = f"{plan.hold_s:.3f}"
         streams = [video]
         if plan.has_audio:
             streams.append(inp[str(aindex) if isinstance(aindex, int) else "a:0"])
@@ -249,6 +351,7 @@ def _run(
     per_second = REMUX_TIMEOUT_PER_S if plan.copy_video else TRANSCODE_TIMEOUT_PER_S
     try:
         ff.run_to_file(node, output, timeout_s=ff.timeout_for(length, per_second=per_second))
+        check_output(output, source, "video", length)  # never ok with no frames, or cut short
     except BaseException:
         output.unlink(missing_ok=True)
         raise
@@ -264,9 +367,10 @@ def _fit_inline(
     length: float,
     limit: int,
     options: NormalizeOptions,
-    located: bool,
+    stripping: bool,
+    hold_s: float | None = None,
 ) -> tuple[Path, MediaInfo, _Plan]:
-    """Walk the size ladder until the output's base64 is under ``limit``."""
+    """Walk the size ladder until the output's base64 is under ``limit`` (a still held ``hold_s`` seconds)."""
     budget_bytes = (limit - 1) // 4 * 3
     width, height = _upright(info)
     has_audio = info.audio_codec is not None
@@ -294,8 +398,9 @@ def _fit_inline(
                 audio_kbps=INLINE_AUDIO_KBPS,
                 audio_channels=1,
                 audio_rate=min(info.sample_rate or 44_100, 44_100),
+                hold_s=hold_s,
             )
-            _describe(plan, info, trim, located)
+            _describe(plan, info, trim, stripping)
             output, out_info = _run(source, sniffed, info, plan, trim, length, options)
             chars = b64_len(out_info.bytes)
             if chars < limit:

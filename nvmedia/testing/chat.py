@@ -296,7 +296,12 @@ def completion(body: dict[str, Any], answer: str) -> dict[str, Any]:
 
 
 def completion_stream(body: dict[str, Any], answer: str) -> bytes:
-    """The server-sent events of a streamed answer, ending with ``data: [DONE]``."""
+    """The server-sent events of a streamed answer, ending with ``data: [DONE]``, as one body."""
+    return b"".join(completion_events(body, answer))
+
+
+def completion_events(body: dict[str, Any], answer: str) -> list[bytes]:
+    """The server-sent events of a streamed answer, one ``data: ...`` event each, the last ``data: [DONE]``."""
     base = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion.chunk",
@@ -314,6 +319,6 @@ def completion_stream(body: dict[str, Any], answer: str) -> bytes:
     options = body.get("stream_options")
     if isinstance(options, dict) and options.get("include_usage"):
         events.append({**base, "choices": [], "usage": _usage(body, answer)})
-    lines = [f"data: {json.dumps(e, separators=(',', ':'))}\n\n" for e in events]
-    lines.append("data: [DONE]\n\n")
-    return "".join(lines).encode("utf-8")
+    lines = [f"data: {json.dumps(e, separators=(',', ':'))}\n\n".encode() for e in events]
+    lines.append(b"data: [DONE]\n\n")
+    return lines
