@@ -7,6 +7,7 @@ set before Ray is imported: Ray reads them then.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 
@@ -14,9 +15,12 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback only: Ray read
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
 import re
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,13 +31,13 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import ray.data
-from support import CORPUS
+from rerun_support import age
+from support import CORPUS, sha256_file
 
 import nvmedia.ray
 from nvmedia.cli import main
 from nvmedia.errors import ConfigError
 from nvmedia.ray.records import RECORD_COLUMNS, records_table, row_to_record
-from nvmedia.ray.stages import CRASH_MARKER_ENV, CRASH_ON_ENV
 from nvmedia.testing import NVCFEmulator
 from nvmedia.testing.emulator import ASSETS_PATH, UPLOAD_PATH
 
@@ -51,18 +55,24 @@ SMALL_SET = {
 
 
 @pytest.fixture(scope="module")
-def crash_marker(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("crash") / "crashed-once"
+def crash_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the worker-killing test puts its files: the worker reaching ``crash-me.png`` there dies, once."""
+    return tmp_path_factory.mktemp("crash") / "media"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_cluster(crash_marker: Path) -> Iterator[None]:
+def ray_cluster(crash_folder: Path) -> Iterator[None]:
+    # The test hooks every worker process reads (README, "Development"): Ray's workers too.
+    hooks = {
+        "NVMEDIA_TEST_WORKER_EXIT": str(crash_folder / CRASH_NAME),
+        "NVMEDIA_TEST_WORKER_EXIT_ONCE": str(crash_folder.parent / "crashed-once"),
+    }
     ray.init(
         num_cpus=2,
         include_dashboard=False,
         object_store_memory=150 * 1024 * 1024,
         log_to_driver=False,
-        runtime_env={"env_vars": {CRASH_ON_ENV: CRASH_NAME, CRASH_MARKER_ENV: str(crash_marker)}},
+        runtime_env={"env_vars": hooks},
     )
     try:
         yield
@@ -77,6 +87,7 @@ def small_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, original in SMALL_SET.items():
         shutil.copyfile(CORPUS / original, folder / ("sub" if name == "b.jpg" else "") / name)
     (folder / ".hidden.png").write_bytes((CORPUS / "pillow__hopper.png").read_bytes())
+    age(folder)  # files modified just now are hashed (resume records): two runs must see the same state
     return folder
 
 
@@ -90,7 +101,15 @@ def run_prepare(args: list[str], out: Path) -> tuple[int, list[dict[str, Any]]]:
 
 
 def without_kept(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in r.items() if k != "kept"} for r in records]
+    """The records without the fields naming the --keep folder (two runs keep into two folders)."""
+    plain = []
+    for record in records:
+        record = {k: v for k, v in record.items() if k not in ("kept", "kept_bytes_b64")}
+        if "resume" in record:
+            options = {k: v for k, v in record["resume"]["options"].items() if k != "keep"}
+            record["resume"] = {**record["resume"], "options": options}
+        plain.append(record)
+    return plain
 
 
 # -- the same records as the local engine --------------------------------------------------------------
@@ -98,11 +117,17 @@ def without_kept(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def local_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
-    """The local engine's dry run over the corpus, with its kept files."""
+    """The local engine's dry run over the corpus, with its kept files.
+
+    Run as a user runs it, in a process of its own: Pillow's pixel limit, which a few records
+    quote, is process-wide state that earlier tests in this process may have raised.
+    """
     folder = tmp_path_factory.mktemp("local-corpus")
-    code, records = run_prepare([str(CORPUS), "--dry-run", "--keep", str(folder / "kept")], folder / "m.jsonl")
-    assert code == 1  # the corpus holds broken files on purpose
-    return folder / "kept", records
+    args = ["prepare", str(CORPUS), "--dry-run", "--keep", str(folder / "kept"), "-o", str(folder / "m.jsonl")]
+    env = {**os.environ, "NVMEDIA_CACHE_DIR": str(folder / "cache"), "NVMEDIA_OUTPUT_CACHE_SIZE": "0"}
+    done = subprocess.run([sys.executable, "-m", "nvmedia", *args], capture_output=True, env=env, timeout=600)
+    assert done.returncode == 1, done.stderr  # the corpus holds broken files on purpose
+    return folder / "kept", records_of(folder / "m.jsonl")
 
 
 def test_corpus_on_ray_dry_run_gives_the_local_engines_records(
@@ -185,21 +210,190 @@ def test_parquet_output_is_a_folder_of_the_manifests_records(small_folder: Path,
     assert not list(tmp_path.glob(".prepared*"))
 
 
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Names that test --keep and the manifest: equal names in two folders, names differing only in
+    their extension, a name that is not UTF-8, a broken file and a text file."""
+    folder = tmp_path_factory.mktemp("mixed") / "in"
+    for rel, original in {
+        "sub1/x.png": "pillow__hopper.png",
+        "sub2/x.png": "pillow__hopper_gray.jpg",  # not a PNG inside: converted, still kept as x.png's sibling
+        "a.gif": "pillow__hopper.gif",
+        "a.bmp": "pillow__hopper.bmp",
+        "broken.png": "pillow__truncated_image.png",
+        "notes.txt": "SOURCES.md",
+    }.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(CORPUS / original, folder / rel)
+    shutil.copyfile(CORPUS / "pillow__hopper.webp", os.path.join(os.fsencode(folder), b"caf\xe9.webp"))
+    age(folder)
+    return folder
+
+
+def mixed_inputs(folder: Path) -> list[str]:
+    """The folder, then files given alone: two named x.png, and one file twice."""
+    return [str(folder), str(folder / "sub1" / "x.png"), str(folder / "sub2" / "x.png"), *[str(folder / "a.bmp")] * 2]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--keep", "{keep}"], ["--max-memory", "16K"], ["-q", "--keep", "{keep}"]],
+    ids=["keep", "max-memory", "quiet"],
+)
+def test_ray_gives_the_local_engines_records_kept_names_and_stderr(
+    mixed_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str]
+) -> None:
+    runs = {}
+    for engine in ("local", "ray"):
+        keep = tmp_path / f"kept-{engine}"
+        args = [*mixed_inputs(mixed_folder), "--dry-run", "--engine", engine]
+        args += [option.format(keep=keep) for option in options]
+        capsys.readouterr()
+        code, records = run_prepare(args, tmp_path / f"{engine}.jsonl")
+        err = capsys.readouterr().err
+        runs[engine] = (code, records, keep, [line.split(" -> ")[0] for line in err.splitlines()])
+    (code, local, kept_local, err_local), (code_ray, on_ray, kept_ray, err_ray) = runs["local"], runs["ray"]
+    assert code == code_ray == 1
+    assert without_kept(on_ray) == without_kept(local)
+    assert err_ray == err_local
+    if "-q" in options:
+        assert err_ray == []
+    else:
+        assert err_ray[-1].startswith("11 inputs: ")
+    if "--max-memory" in options:
+        assert {r["error"]["code"] for r in on_ray if r["status"] == "error"} == {"too_large"}
+    if "--keep" in options:
+        kept = [kept_path(r) for r in on_ray if r["status"] == "ok"]
+        assert len(kept) == len(set(kept)) == 9  # no two items share a kept path
+        for mine, theirs in zip(on_ray, local, strict=True):
+            if mine["status"] == "ok":
+                assert kept_path(mine).relative_to(kept_ray) == kept_path(theirs).relative_to(kept_local)
+                assert sha256_file(kept_path(mine)) == mine["output"]["sha256"]
+
+
+def kept_path(record: dict[str, Any]) -> Path:
+    """The exact kept path of a record (its bytes, when the name is not UTF-8)."""
+    if "kept_bytes_b64" in record:
+        return Path(os.fsdecode(base64.b64decode(record["kept_bytes_b64"])))
+    return Path(record["kept"])
+
+
+def test_prepare_dataset_keeps_each_source_under_its_own_name(tmp_path: Path) -> None:
+    for folder, original in (("d1", "pillow__hopper.png"), ("d2", "pillow__hopper_gray.jpg")):
+        (tmp_path / folder).mkdir()
+        shutil.copyfile(CORPUS / original, tmp_path / folder / "x.png")
+    ds = ray.data.from_items([{"path": str(tmp_path / d / "x.png")} for d in ("d1", "d2")])
+    rows = nvmedia.ray.prepare_dataset(ds, dry_run=True, keep=tmp_path / "kept").take_all()
+    kept = {Path(row["path"]).parent.name: Path(row["kept"]) for row in rows}
+    # The CLI's names for files given alone, in the Dataset's order (d2/x.png holds a JPEG: kept whole + .jpg)
+    assert kept == {"d1": tmp_path / "kept" / "x.png", "d2": tmp_path / "kept" / "x~2.png.jpg"}
+    for row in rows:
+        assert sha256_file(Path(row["kept"])) == json.loads(row["output"])["sha256"]
+    twice = ray.data.from_items([{"path": str(tmp_path / "d1" / "x.png")}] * 2)
+    with pytest.raises(ConfigError, match="appears more than once"):
+        nvmedia.ray.prepare_dataset(twice, dry_run=True, keep=tmp_path / "kept2")
+
+
+def test_max_memory_on_ray_is_each_workers_budget_and_a_hint_past_the_node_still_runs() -> None:
+    ds = ray.data.from_items([{"path": str(CORPUS / "pillow__hopper.bmp")}])  # decoded to be converted
+    (tight,) = nvmedia.ray.prepare_dataset(ds, dry_run=True, max_memory="16K").take_all()
+    assert tight["status"] == "error" and json.loads(tight["error"])["code"] == "too_large"
+    (roomy,) = nvmedia.ray.prepare_dataset(ds, dry_run=True, max_memory="1T").take_all()  # more than the node has
+    assert roomy["status"] == "ok"
+
+
+def test_resume_on_ray_keeps_the_unchanged_records_and_redoes_the_rest(
+    small_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.jsonl"
+    code, full = run_prepare([str(small_folder), "--dry-run"], out)
+    assert code == 1 and len(full) == 7
+    out.write_text("".join(line + "\n" for i, line in enumerate(out.read_text().splitlines()) if i not in (2, 3)))
+    capsys.readouterr()
+    code, resumed = run_prepare([str(small_folder), "--dry-run", "--engine", "ray", "--resume"], out)
+    assert code == 1 and resumed == full
+    assert "; 5 kept from " in capsys.readouterr().err.splitlines()[-1]
+
+
 # -- a worker killed mid-task -----------------------------------------------------------------------------
 
 
-def test_worker_killed_mid_task_changes_nothing_in_the_output(
-    small_folder: Path, tmp_path: Path, crash_marker: Path
-) -> None:
-    folder = tmp_path / "media"
-    shutil.copytree(small_folder, folder)
-    shutil.copyfile(CORPUS / "pillow__flower.jpg", folder / CRASH_NAME)
-    _, local = run_prepare([str(folder), "--dry-run"], tmp_path / "l.jsonl")
-    assert not crash_marker.exists()
-    code, on_ray = run_prepare([str(folder), "--dry-run", "--engine", "ray"], tmp_path / "r.jsonl")
-    assert crash_marker.exists(), "the worker holding crash-me.png must have died once"
+def test_worker_killed_mid_task_changes_nothing_in_the_output(small_folder: Path, crash_folder: Path) -> None:
+    shutil.copytree(small_folder, crash_folder)
+    shutil.copyfile(CORPUS / "pillow__flower.jpg", crash_folder / CRASH_NAME)
+    age(crash_folder)
+    marker = crash_folder.parent / "crashed-once"
+    _, local = run_prepare([str(crash_folder), "--dry-run"], crash_folder.parent / "l.jsonl")
+    assert not marker.exists()
+    code, on_ray = run_prepare([str(crash_folder), "--dry-run", "--engine", "ray"], crash_folder.parent / "r.jsonl")
+    assert marker.exists(), "the worker holding crash-me.png must have died once"
     assert code == 1 and on_ray == local
     assert [r["status"] for r in on_ray if r["source"].endswith(CRASH_NAME)] == ["ok"]
+
+
+# -- stopped by a signal ------------------------------------------------------------------------------------
+
+
+HANG_GUARD_S = 300
+"""Only a guard against a hang (a local Ray cluster takes seconds to start on a loaded machine), never the verdict."""
+
+
+def _read_until(fd: int, needle: bytes) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"never saw {needle!r}; got {seen[-3000:]!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 65536)
+            assert chunk, f"the pipe closed before {needle!r}; got {seen[-3000:]!r}"
+            seen += chunk
+    return seen
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_sigterm_on_ray_writes_every_finished_record_stops_ray_and_exits_143(tmp_path: Path) -> None:
+    # 16 files make two tasks of 8: the first finishes (its broken file is reported), the second
+    # is held at its 5th file (the test hook) until the run is stopped.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = [f"{i:02d}.bmp" for i in range(16)]
+    names[5] = "05-broken.png"
+    for name in names:
+        shutil.copyfile(CORPUS / ("pillow__truncated_image.png" if "broken" in name else "pillow__hopper.bmp"),
+                        folder / name)  # fmt: skip
+    out = tmp_path / "m.jsonl"
+    env = {**os.environ, "NVMEDIA_TEST_WORKER_HOLD": str(folder / names[12])}
+    args = ["prepare", str(folder), "--engine", "ray", "-j", "2", "--dry-run", "--mode", "asset", "-o", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "nvmedia", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        _read_until(proc.stderr.fileno(), b"05-broken.png: corrupt_media: ")  # the first task's records are in
+        ray_pids = _descendants(proc.pid) - {proc.pid}
+        assert ray_pids, "the local Ray cluster should be running"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=HANG_GUARD_S)
+    finally:
+        if proc.poll() is None:  # a failed check: leave no cluster behind
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=HANG_GUARD_S)
+
+    assert proc.returncode == 143, stderr.decode()
+    records = [json.loads(line) for line in out.read_text().splitlines()]  # every line whole
+    assert [Path(r["source"]).name for r in records] == names[:8]
+    assert not [pid for pid in ray_pids if _alive(pid)]
+    last = stderr.decode().splitlines()[-1]
+    assert last.startswith("interrupted by SIGTERM after 8 inputs: 7 ok, 0 skipped, 1 error"), last
+    assert not list(tmp_path.glob(".m.jsonl*"))
 
 
 # -- uploads to the emulator: faults, dedupe, job ownership, cleanup --------------------------------------
@@ -308,6 +502,7 @@ def test_delete_job_removes_only_that_jobs_assets(emu: NVCFEmulator, capsys: pyt
         (["prepare", "x.png", "--address", "auto"], "--address goes with --engine ray"),
         (["prepare", "x.png", "--engine", "ray", "--address", "example"], "does not name a Ray cluster"),
         (["prepare", "x.png", "--output-format", "parquet"], "writes a folder, not stdout"),
+        (["prepare", "x.png", "--output-format", "parquet", "-o", "out", "--resume"], "do not go together"),
         (["assets", "--api-key", KEY, "delete", "--job", "j", "--all"], "one of them"),
         (["assets", "--api-key", KEY, "--assets-url", "http://127.0.0.1:9", "delete", "--job", "a b"], "not usable"),
     ],

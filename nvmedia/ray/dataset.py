@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
 try:
@@ -24,13 +24,15 @@ except ImportError as exc:
     raise missing_ray(exc) from None
 
 from ..errors import ConfigError
+from ..keep import KeptName, plan_kept_names
+from ..memory import parse_size
 from ..pipeline import DEFAULT_ASSETS_URL, Settings
 from ..plan import MODES, Mode
 from ..profiles import Profile, get_profile
 from ..wire import AudioPartStyle
 from .jobs import check_job_id, job_description, new_job_id
 from .records import RECORD_COLUMNS
-from .stages import DedupeRegistry, Output, Uploader, normalize_batch
+from .stages import NAME_COLUMN_FOR_BYTES, URI_RE, DedupeRegistry, Output, Uploader, normalize_batch
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ def prepare_dataset(
     trim_s: float | None = None,
     split_long_audio: bool = False,
     audio_part: AudioPartStyle = "audio_url",
+    max_memory: int | str | None = None,
     cache: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
     job: str | None = None,
@@ -77,8 +80,15 @@ def prepare_dataset(
         ds: the sources, one per row.
         column: the column holding each source's path or bytes. Beside a bytes column, a
             ``path`` column (``ray.data.read_binary_files(..., include_paths=True)``) names the source.
-        mode, profile, inline_limit, request_limit, keep, keep_metadata, trim_s, split_long_audio,
-            audio_part: as for ``nvmedia.prepare`` and the CLI (``keep`` is a folder on each worker's node).
+        mode, profile, inline_limit, request_limit, keep_metadata, trim_s, split_long_audio,
+            audio_part: as for ``nvmedia.prepare`` and the CLI.
+        keep: a folder (on each worker's node) for a copy of each output, named as the CLI names
+            sources given as files (``cat.heic`` -> ``cat.jpg``; ``~2``... when two share a file name).
+            The names are planned on the driver first, which reads the source column once (for
+            bytes: the ``path`` column beside it); each source must appear once.
+        max_memory: bytes (or ``"1G"``) that image decodes may hold at once in each worker
+            process (default: a quarter of the node's RAM); given, each normalize task also asks
+            Ray for that much of its node's memory, so a node runs only as many as fit.
         assets_url, api_key: the asset API; default ``$NVMEDIA_ASSETS_URL`` / ``$NVIDIA_API_KEY``, read
             here on the driver and handed to the workers.
         dry_run: normalize and plan, upload nothing.
@@ -100,7 +110,8 @@ def prepare_dataset(
         column). Rows come in input order when the Dataset's ``preserve_order`` is set.
 
     Raises:
-        ConfigError: an option is unusable (checked here, before anything runs).
+        ConfigError: an option is unusable (checked here, before anything runs), or ``keep`` is given
+            and a source appears twice.
 
     Example:
         >>> ds = ray.data.from_items([{"path": "/data/cat.heic"}])  # doctest: +SKIP
@@ -126,8 +137,9 @@ def prepare_dataset(
         trim_s=trim_s,
         split_long_audio=split_long_audio,
         audio_part=audio_part,
+        max_memory=parse_size(max_memory) if max_memory is not None else None,
         use_cache=cache,
-        cache_dir=Path(cache_dir).absolute() if cache_dir is not None else None,
+        cache_dir=workers_cache_dir(cache_dir),
         description=job_description(job),
     )
     return build(
@@ -139,7 +151,57 @@ def prepare_dataset(
         batch_size=batch_size,
         uploads_per_node=uploads_per_node,
         output="records",
+        kept_names=plan_kept(ds, column, settings.keep, filesystem, pieces=split_long_audio)
+        if settings.keep is not None
+        else None,
     )
+
+
+def plan_kept(
+    ds: ray.data.Dataset, column: str, keep: Path, filesystem: Any, *, pieces: bool
+) -> ray.ObjectRef[dict[str, KeptName]]:
+    """Name every source's kept copy on the driver, before any work, as the local engine does (``keep.py``).
+
+    Reads the column naming the sources once (the paths, or for bytes the ``path`` column beside
+    them): each source keeps its file name, with ``~2``, ``~3``... when another source's name
+    is the same (in the Dataset's order). The names go to the object store; workers fetch them once.
+
+    Raises:
+        ConfigError: the names are not unique in the Dataset (a source listed twice would have two
+            kept copies and nothing to tell its rows apart), or a bytes column has no names beside it.
+    """
+    names_column = column
+    if column not in ds.columns():
+        raise ConfigError(f"the Dataset has no column {column!r}", hint="pass column= naming the sources")
+    if _is_bytes(ds, column):
+        if NAME_COLUMN_FOR_BYTES not in ds.columns():
+            raise ConfigError(
+                "keep= with a column of bytes needs a 'path' column beside it naming each source",
+                hint="read the files with ray.data.read_binary_files(..., include_paths=True)",
+            )
+        names_column = NAME_COLUMN_FOR_BYTES
+    names = [str(row[names_column]) for row in ds.select_columns([names_column]).iter_rows()]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(
+                f"keep=: {name} appears more than once in the Dataset, and each row needs its own kept copy",
+                hint="drop the duplicate rows (or pass keep=None)",
+            )
+        seen.add(name)
+    keep.mkdir(parents=True, exist_ok=True)
+    local = [Path(n) for n in names if filesystem is None and not URI_RE.match(n)]
+    relative = [PurePosixPath(n).name or "source" for n in names]
+    planned = plan_kept_names(relative, keep, local, pieces=pieces)
+    return ray.put({name: kept for name, kept in zip(names, planned, strict=True) if kept is not None})
+
+
+def _is_bytes(ds: ray.data.Dataset, column: str) -> bool:
+    schema = ds.schema()
+    if schema is None:
+        return False
+    types = dict(zip(schema.names, schema.types, strict=True))
+    return str(types.get(column)) in ("binary", "large_binary")
 
 
 def build(
@@ -152,8 +214,13 @@ def build(
     batch_size: int,
     uploads_per_node: int,
     output: Output,
+    kept_names: Any = None,
 ) -> ray.data.Dataset:
-    """The pipeline: normalize in tasks, then (unless nothing is uploaded) upload in an actor pool."""
+    """The pipeline: normalize in tasks, then (unless nothing is uploaded) upload in an actor pool.
+
+    With ``settings.max_memory`` each normalize task asks Ray for that much of its node's memory
+    (at most the largest node's), so that the per-worker memory budgets of one node fit in it.
+    """
     check_job_id(job)
     if column in RECORD_COLUMNS and column != "source":
         raise ConfigError(
@@ -165,17 +232,31 @@ def build(
             raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}", hint=f"pass {name}=8")
     fs = _filesystem(filesystem)
     final = settings.dry_run
+    alive = [node for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
+    hints: dict[str, Any] = {}
+    if settings.max_memory is not None:
+        largest = max((int(node.get("Resources", {}).get("memory", 0)) for node in alive), default=0)
+        if largest > 0:
+            hints["memory"] = min(settings.max_memory, largest)  # a larger hint could never be scheduled
     normalized = ds.map_batches(
-        functools.partial(normalize_batch, column=column, settings=settings, filesystem=fs, final=final, output=output),
+        functools.partial(
+            normalize_batch,
+            column=column,
+            settings=settings,
+            filesystem=fs,
+            final=final,
+            output=output,
+            kept_names=kept_names,
+        ),
         batch_size=batch_size,
         batch_format="pyarrow",
         num_cpus=1,
+        **hints,
     )
     if final:
         return normalized
     registry = ray.remote(num_cpus=0)(DedupeRegistry).options(name=registry_name(job), get_if_exists=True)
     _REGISTRIES[job] = registry.remote(TAKEOVER_S)
-    alive = [node for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
     return normalized.map_batches(
         Uploader,
         batch_size=batch_size,
@@ -190,6 +271,12 @@ def build(
         concurrency=max(1, len(alive)),  # Ray Data spreads an actor pool over the nodes: one actor per node
         num_cpus=0,  # waits on the network; the CPUs stay with normalization
     )
+
+
+def workers_cache_dir(given: str | os.PathLike[str] | None) -> Path | None:
+    """The caches' folder as the driver sees it (``$NVMEDIA_CACHE_DIR`` read here), made absolute for the workers."""
+    folder = given if given is not None else os.environ.get("NVMEDIA_CACHE_DIR")
+    return Path(folder).absolute() if folder else None
 
 
 def registry_name(job: str) -> str:

@@ -13,17 +13,16 @@ import re
 import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Final
 
-from ..errors import ConfigError, NVMediaError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..assets import AssetClient
+    from ..assets import AssetClient, DeleteReport
 
 DESCRIPTION_PREFIX: Final = "nvmedia job "
 LOOKUPS_IN_FLIGHT: Final = 8
-"""Concurrent get/delete calls while cleaning up (each waits on the network)."""
+"""Concurrent calls reading assets' descriptions (each waits on the network)."""
 _JOB_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 
 
@@ -62,19 +61,6 @@ def job_description(job: str) -> str:
     return DESCRIPTION_PREFIX + check_job_id(job)
 
 
-@dataclass
-class JobCleanup:
-    """What ``delete_job_assets`` did.
-
-    Attributes:
-        deleted: ids deleted (or already gone when deleting them).
-        failed: ids that could not be deleted, with the error.
-    """
-
-    deleted: list[str] = field(default_factory=list)
-    failed: list[tuple[str, NVMediaError]] = field(default_factory=list)
-
-
 def job_asset_ids(client: AssetClient, job: str) -> list[str]:
     """The ids of the key's assets whose description names ``job``, in the service's list order.
 
@@ -90,40 +76,29 @@ def job_asset_ids(client: AssetClient, job: str) -> list[str]:
     ]
 
 
-def delete_job_assets(client: AssetClient, job: str) -> JobCleanup:
-    """Delete every asset of ``job``; one failure does not stop the others (a 404 counts as deleted).
+def delete_job_assets(client: AssetClient, job: str) -> DeleteReport:
+    """Delete every asset of ``job`` (``AssetClient.delete_many``: past failures, a 404 counts as deleted).
 
     Raises:
         AssetAPIError: the job's assets could not be listed.
     """
-    found = job_asset_ids(client, job)
-    done = JobCleanup()
-
-    def delete(asset_id: str) -> tuple[str, NVMediaError | None]:
-        try:
-            client.delete(asset_id)
-        except NVMediaError as exc:
-            return asset_id, exc
-        return asset_id, None
-
-    with ThreadPoolExecutor(max_workers=LOOKUPS_IN_FLIGHT, thread_name_prefix="nvmedia-job") as pool:
-        for asset_id, error in pool.map(delete, found):
-            if error is None:
-                done.deleted.append(asset_id)
-            else:
-                done.failed.append((asset_id, error))
-    return done
+    return client.delete_many(job_asset_ids(client, job), deadline_s=None)  # the user is watching
 
 
 def delete_job_command(client: AssetClient, job: str, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
-    """``nvmedia assets delete --job ID``: print each deleted id; exit status 1 when any delete failed."""
+    """``nvmedia assets delete --job ID``: one line per asset, as ``assets delete ID...`` prints them.
+
+    Returns:
+        The exit status: 1 when any asset could not be deleted or was gone meanwhile, else 0.
+    """
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
-    cleanup = delete_job_assets(client, job)
-    for asset_id in cleanup.deleted:
-        print(f"deleted {asset_id}", file=out)
-    for asset_id, error in cleanup.failed:
-        print(f"nvmedia: error: could not delete {asset_id}: {error.message}", file=err)
-    if not cleanup.deleted and not cleanup.failed:
+    report = delete_job_assets(client, job)
+    for outcome in report.outcomes:
+        if outcome.status == "failed":
+            print(f"failed {outcome.asset_id}: {outcome.reason}", file=out)
+        else:
+            print(f"{outcome.status.replace('_', ' ')} {outcome.asset_id}", file=out)
+    if not report.outcomes:
         print(f"nvmedia: no assets described '{job_description(job)}'", file=err)
-    return 1 if cleanup.failed else 0
+    return 1 if report.failed or report.not_found else 0

@@ -35,10 +35,13 @@ except ImportError as exc:
 
 from ..errors import InputError, MediaError, NVMediaError
 from ..items import Item
+from ..keep import KeptName
+from ..memory import MemoryBudget
 from ..pipeline import Delivery, Settings, normalize_source
 from ..plan import inline_budget, plan_request
 from ..sources import Source
 from ..wire import asset_headers, asset_uri, b64_len, b64encode, inline_uri, media_part, tag
+from ..workers import read_test_hooks
 from .records import RECORD_COLUMNS, RECORD_SCHEMA, record_to_row
 
 Output = Literal["records", "items"]
@@ -46,24 +49,14 @@ Output = Literal["records", "items"]
 
 PENDING_COLUMN: Final = "__nvmedia_pending"
 ITEMS_COLUMN: Final = "__nvmedia_items"
-REAL_PATH_COLUMN: Final = "__nvmedia_real_path"
-"""The CLI's private columns: the path to read, as the local engine reads it (relative to ``CWD_COLUMN``)."""
+SOURCE_COLUMN: Final = "__nvmedia_source"
+"""The CLI's source column: each row's ``Source`` as the driver planned it (walked, named for ``--keep``), pickled."""
 CWD_COLUMN: Final = "__nvmedia_cwd"
 """The driver's working folder: a worker moves there (when its node has it) so paths and messages match."""
-REL_COLUMN: Final = "__nvmedia_rel"
-"""The path relative to the folder it was found in (``--keep`` mirrors it)."""
-WALKED_COLUMN: Final = "__nvmedia_walked"
-"""Found in a folder walk: non-media there is skipped, not an error."""
-SKIP_COLUMN: Final = "__nvmedia_skip"
 NAME_COLUMN_FOR_BYTES: Final = "path"
 """Beside a bytes column, the column naming each source (``ray.data.read_binary_files(include_paths=True)``)."""
 
-CRASH_ON_ENV: Final = "NVMEDIA_TEST_CRASH_ON"
-CRASH_MARKER_ENV: Final = "NVMEDIA_TEST_CRASH_MARKER"
-"""Test hook: a worker reaching a source of that file name exits at once, the first time only
-(the marker file records that it did), so a test can kill a worker mid-task deterministically."""
-
-_URI_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
+URI_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
 
 
 @dataclass
@@ -85,23 +78,28 @@ def normalize_batch(
     filesystem: pafs.FileSystem | None,
     final: bool,
     output: Output,
+    kept_names: Any = None,
 ) -> pa.Table:
     """Normalize, plan and deliver inline every source of ``batch``; upload nothing.
 
     Args:
-        batch: rows with the source in ``column`` (a path, a URI or bytes).
+        batch: rows with the source in ``column`` (a path, a URI or bytes; the CLI's pickled ``Source``).
         column: the source column.
         settings: the run's settings.
         filesystem: where paths are read from; None for local paths and URIs pyarrow knows.
         final: nothing is to be uploaded (a dry run): finish the items here.
         output: the shape of the rows given back when ``final``.
+        kept_names: with ``settings.keep`` in the library, a reference to the ``KeptName`` of each
+            source (by its name), planned on the driver (``dataset.plan_kept``).
     """
+    _start_worker_process()
     fit_chars = _fit_chars(settings)
+    budget = _memory_budget(settings.max_memory)
+    names = _kept_names(kept_names)
     done: list[Pending] = []
     for row in _rows(batch, column):
-        _crash_for_tests(row.name)
         with tempfile.TemporaryDirectory(prefix="nvmedia-ray-") as tmp:
-            item = _prepare_one(row, settings, filesystem, Path(tmp), fit_chars)
+            item = _prepare_one(row, settings, filesystem, Path(tmp), fit_chars, budget, names)
             items = item.expanded()
             _plan(items, settings)
             payloads: list[bytes | None] = []
@@ -129,44 +127,80 @@ def normalize_batch(
     )
 
 
+_worker_started = False
+_budgets: dict[int | None, MemoryBudget] = {}
+_plans: dict[str, dict[str, KeptName]] = {}
+
+
+def _start_worker_process() -> None:
+    """Once per Ray worker process: read the test hooks every worker process reads (``workers.py``)."""
+    global _worker_started
+    if not _worker_started:
+        read_test_hooks()
+        _worker_started = True
+
+
+def _memory_budget(limit: int | None) -> MemoryBudget:
+    """This worker process's memory budget for image decodes (one per process: its tasks run one at a time).
+
+    Ray's workers share no memory, so the budget applies per worker; ``build`` asks Ray to schedule
+    normalize tasks so that the budgets of one node fit its memory when ``max_memory`` is given.
+    """
+    budget = _budgets.get(limit)
+    if budget is None:
+        budget = _budgets[limit] = MemoryBudget(limit)
+    return budget
+
+
+def _kept_names(reference: Any) -> dict[str, KeptName] | None:
+    """The library's planned kept names, fetched once per worker process."""
+    if reference is None:
+        return None
+    key = reference.hex()
+    plan = _plans.get(key)
+    if plan is None:
+        plan = _plans[key] = ray.get(reference)
+    return plan
+
+
 @dataclass
 class _Row:
-    """One row's source: what the column holds, its name, and what the CLI knows from its folder walk."""
+    """One row's source: what the column holds, its name, and (from the CLI) the ``Source`` planned on the driver."""
 
     value: object
     name: str
-    path: str | None = None
-    rel: str | None = None
-    walked: bool = False
-    skip: str | None = None
+    source: Source | None = None
+    cwd: str | None = None
 
 
 def _rows(batch: pa.Table, column: str) -> list[_Row]:
     values = batch.column(column).to_pylist()
+    cwd = _optional(batch, CWD_COLUMN)
+    if column == SOURCE_COLUMN:
+        sources: list[Source] = [pickle.loads(blob) for blob in values]
+        return [_Row(s, s.name, s, cwd[i] if cwd is not None else None) for i, s in enumerate(sources)]
     names = _names(batch, column, values)
-    real, cwd = _optional(batch, REAL_PATH_COLUMN), _optional(batch, CWD_COLUMN)
-    rel, walked, skip = _optional(batch, REL_COLUMN), _optional(batch, WALKED_COLUMN), _optional(batch, SKIP_COLUMN)
-    return [
-        _Row(
-            value,
-            names[i],
-            _readable(real[i], cwd[i] if cwd is not None else None) if real is not None else None,
-            rel[i] if rel is not None else None,
-            bool(walked[i]) if walked is not None else False,
-            skip[i] if skip is not None else None,
-        )
-        for i, value in enumerate(values)
-    ]
+    return [_Row(value, names[i]) for i, value in enumerate(values)]
 
 
 def _prepare_one(
-    row: _Row, settings: Settings, filesystem: pafs.FileSystem | None, workdir: Path, fit_chars: int | None
+    row: _Row,
+    settings: Settings,
+    filesystem: pafs.FileSystem | None,
+    workdir: Path,
+    fit_chars: int | None,
+    budget: MemoryBudget,
+    kept_names: dict[str, KeptName] | None,
 ) -> Item:
     """One source through ``normalize_source`` (after fetching it when it lives on another filesystem)."""
+    if row.source is not None:
+        return normalize_source(_readable(row.source, row.cwd), settings, workdir, fit_chars, budget)
     name, value = row.name, row.value
-    base = PurePosixPath(row.rel) if row.rel else PurePosixPath(PurePosixPath(name).name or "source")
+    kept = kept_names.get(name) if kept_names is not None else None
+    base = PurePosixPath(PurePosixPath(name).name or "source")
     if isinstance(value, (bytes, bytearray)):
-        return normalize_source(Source(name, data=bytes(value), rel=base), settings, workdir, fit_chars)
+        source = Source(name, data=bytes(value), rel=base, kept=kept)
+        return normalize_source(source, settings, workdir, fit_chars, budget)
     if not isinstance(value, str) or not value:
         item = Item(source=name)
         item.fail(
@@ -177,29 +211,27 @@ def _prepare_one(
             )
         )
         return item
-    path = row.path or value
-    if filesystem is not None or _URI_RE.match(path):
+    if filesystem is not None or URI_RE.match(value):
         try:
-            local = _fetch(path, filesystem, workdir)
+            local = _fetch(value, filesystem, workdir)
         except NVMediaError as exc:
             item = Item(source=name)
             item.fail(exc)
             return item
-        return normalize_source(Source(name, local, rel=base), settings, workdir, fit_chars)
-    source = Source(name, Path(path), rel=base, explicit=not row.walked, skip_reason=row.skip)
-    return normalize_source(source, settings, workdir, fit_chars)
+        return normalize_source(Source(name, local, rel=base, kept=kept), settings, workdir, fit_chars, budget)
+    return normalize_source(Source(name, Path(value), rel=base, kept=kept), settings, workdir, fit_chars, budget)
 
 
-def _readable(path: str | None, cwd: str | None) -> str | None:
-    """``path`` as given, from the driver's working folder when this node has it; else made absolute."""
-    if path is None or cwd is None or os.path.isabs(path):
-        return path
+def _readable(source: Source, cwd: str | None) -> Source:
+    """``source`` read as the driver reads it: from its working folder when this node has it, else made absolute."""
+    if source.path is None or cwd is None or source.path.is_absolute():
+        return source
     if os.getcwd() != cwd:
         try:
             os.chdir(cwd)  # a worker process serves one job: nvmedia's
         except OSError:
-            return os.path.join(cwd, path)
-    return path
+            source.path = Path(cwd) / source.path
+    return source
 
 
 def _fetch(path: str, filesystem: pafs.FileSystem | None, workdir: Path) -> Path:
@@ -279,19 +311,6 @@ def _deliver_inline(item: Item, settings: Settings) -> None:
     item.delivery = "inline"
     item.part = media_part(item.kind, item.output.mime, url, audio_part=settings.audio_part, b64=b64)
     item.tag = tag(item.kind, url)
-
-
-def _crash_for_tests(name: str) -> None:
-    target = os.environ.get(CRASH_ON_ENV)
-    marker = os.environ.get(CRASH_MARKER_ENV)
-    if not target or not marker or PurePosixPath(name).name != target:
-        return
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return  # the retry: carry on
-    os.close(fd)
-    os._exit(70)
 
 
 # -- both stages ------------------------------------------------------------------------------------
