@@ -247,9 +247,10 @@ def test_data_uri_whose_bytes_are_not_the_claimed_type_is_normalized(emu: NVCFEm
 def test_part_keeps_its_other_keys_and_follows_the_media_kind(emu: NVCFEmulator) -> None:
     rw = _rewrite(emu, [_user({"type": "image_url", "image_url": {"url": str(WEBP), "detail": "low"}})])
     assert rw.messages[0]["content"][0]["image_url"]["detail"] == "low"
-    rw = _rewrite(emu, [_user(_image_part(str(FLAC)))])  # a recording named in an image part
+    rw = _rewrite(emu, [_user(_image_part(str(FLAC)), _text(f"and <img alt=x src='{FLAC}'>"))])  # recordings
     assert rw.messages[0]["content"][0]["type"] == "audio_url"
-    assert _ask(emu, rw.messages, rw.headers) == "received 1 audio (1 inline, 0 assets)"
+    assert rw.messages[0]["content"][1]["text"].startswith("and <audio alt=x src='data:audio/mpeg;base64,")
+    assert _ask(emu, rw.messages, rw.headers) == "received 2 audio (2 inline, 0 assets)"
 
 
 def test_file_url_is_percent_decoded(emu: NVCFEmulator, tmp_path: Path) -> None:
