@@ -42,8 +42,6 @@ _INPUT_AUDIO_FORMATS: Final = {"audio/wav": "wav", "audio/mpeg": "mp3"}
 
 _TAG_START: Final = re.compile(r"<(img|audio|video)(?=[\s/>])", re.IGNORECASE)
 _ATTR_NAME: Final = re.compile(r"[^\s=/>\"']+")
-_UNQUOTED: Final = re.compile(r"[^\s>]*")
-_SPACE: Final = re.compile(r"\s*")
 _DATA_URI: Final = re.compile(r"data:([^,]*),(.*)", re.IGNORECASE | re.DOTALL)
 _SHOWN_CHARS: Final = 240
 
@@ -207,7 +205,7 @@ def _read_tag(text: str, start: int, name: str, where: str) -> Tag | None:
     i = start + 1 + len(name)
     src: tuple[str, int, int, str] | None = None
     while i < len(text):
-        i = _SPACE.match(text, i).end()  # type: ignore[union-attr]  # \s* always matches
+        i = _skip_space(text, i)
         if i >= len(text):
             break
         if text[i] == ">":
@@ -218,10 +216,10 @@ def _read_tag(text: str, start: int, name: str, where: str) -> Tag | None:
         if attr is None:
             i += 1  # a stray quote or slash: HTML ignores it
             continue
-        i = _SPACE.match(text, attr.end()).end()  # type: ignore[union-attr]
+        i = _skip_space(text, attr.end())
         if i >= len(text) or text[i] != "=":
             continue  # an attribute without a value (``controls``)
-        i = _SPACE.match(text, i + 1).end()  # type: ignore[union-attr]
+        i = _skip_space(text, i + 1)
         if i < len(text) and text[i] in "\"'":
             quote = text[i]
             close = text.find(quote, i + 1)
@@ -235,9 +233,9 @@ def _read_tag(text: str, start: int, name: str, where: str) -> Tag | None:
             value = (text[i + 1 : close], i + 1, close, quote)
             i = close + 1
         else:
-            unquoted = _UNQUOTED.match(text, i)
-            assert unquoted is not None  # a * pattern always matches
-            end = unquoted.end()
+            end = i
+            while end < len(text) and not text[end].isspace() and text[end] != ">":
+                end += 1
             if end > i and text[end - 1] == "/" and text.startswith(">", end):
                 end -= 1  # <img src=cat.png/>: the slash closes the tag
             value = (text[i:end], i, end, "")
@@ -245,6 +243,12 @@ def _read_tag(text: str, start: int, name: str, where: str) -> Tag | None:
         if attr.group(0).lower() == "src" and src is None:
             src = value
     return None
+
+
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i
 
 
 def _tag(name: str, start: int, end: int, src: tuple[str, int, int, str] | None) -> Tag | None:

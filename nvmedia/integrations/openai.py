@@ -398,7 +398,8 @@ def _items_per_source(items: Sequence[Item], count: int) -> list[list[Item]]:
     groups: list[list[Item]] = []
     at = 0
     while at < len(items):
-        pieces = items[at].piece[1] if items[at].piece is not None else 1  # type: ignore[index]
+        piece = items[at].piece
+        pieces = piece[1] if piece is not None else 1
         groups.append(list(items[at : at + pieces]))
         at += pieces
     if len(groups) != count:

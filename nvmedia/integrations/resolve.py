@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
+import pybase64
+
 from ..errors import FetchError, InputError, MediaError
 from ..fetch import display_url, is_remote_url
 from ..messages import DataURI, Reference, parse_data_uri, shorten
@@ -217,8 +219,6 @@ def keep_to_prepare(kept: Keep, shown: str) -> Prepare:
 
 
 def _b64decode(payload: str, what: str) -> bytes:
-    import pybase64
-
     try:
         return pybase64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
