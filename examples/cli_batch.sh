@@ -11,7 +11,7 @@ if [[ "${1:-}" == "--emulate" ]]; then emulate=(--emulate); shift; fi
 folder="${1:-}"
 if [[ -z "$folder" ]]; then
     folder="$work/media"
-    python "$here/demo_media.py" "$folder" >/dev/null
+    python "$here/demo.py" "$folder" >/dev/null
 fi
 
 nvmedia batch "Describe this in one sentence." "$folder" -o "$work/answers.jsonl" -j 4 "${emulate[@]}"

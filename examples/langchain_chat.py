@@ -7,40 +7,22 @@ python examples/langchain_chat.py photo.heic memo.m4a   # the real service (NVID
 
 from __future__ import annotations
 
-import argparse
-import os
-import tempfile
 from contextlib import ExitStack
-from pathlib import Path
-from typing import Any
 
-from demo_media import demo_files
+from demo import MODEL, inputs, parser, service
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_nvidia_ai_endpoints import ChatNVIDIA
 
 from nvmedia.integrations.langchain import with_media
 
-MODEL = "nvidia/nemotron-3-nano-omni-30b-a3b-reasoning"
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="*", type=Path, help="a picture and a recording (default: generated ones)")
-    parser.add_argument("--emulate", action="store_true", help="talk to a local emulator instead of the service")
-    args = parser.parse_args()
+    args = parser(__doc__).parse_args()
     with ExitStack() as stack:
-        photo, memo = args.files or demo_files(Path(stack.enter_context(tempfile.TemporaryDirectory())))
-        if args.emulate:
-            from nvmedia.testing import NVCFEmulator
-
-            emu = stack.enter_context(NVCFEmulator())
-            llm = ChatNVIDIA(base_url=emu.base_url + "/v1", model=MODEL, api_key="nvapi-local")
-            where: dict[str, Any] = {"assets_url": emu.assets_url, "api_key": "nvapi-local"}
-        else:
-            llm = ChatNVIDIA(model=MODEL, api_key=os.environ["NVIDIA_API_KEY"])
-            where = {}
-        chat = with_media(llm, **where)
+        photo, memo = inputs(stack, args.files)
+        svc = service(stack, args.emulate)
+        chat = with_media(ChatNVIDIA(base_url=svc.base_url, model=MODEL, api_key=svc.key), **svc.media)
 
         message = HumanMessage(
             content=[
@@ -57,8 +39,8 @@ def main() -> None:
         )
         chain = prompt | chat
         print("chain:", chain.invoke({"question": "What do you hear?", "memo": str(memo)}).content)
-        if args.emulate:
-            print("assets left on the service:", len(emu.assets()))
+        if svc.emulator is not None:
+            print("assets left on the service:", len(svc.emulator.assets()))
 
 
 if __name__ == "__main__":

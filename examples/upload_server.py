@@ -15,7 +15,6 @@ not. Standard library only (``http.server``); the same two handlers fit FastAPI 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -28,11 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from demo_media import demo_files
+from demo import MODEL, inputs, parser, service
 
 import nvmedia
 
-MODEL = "nvidia/nemotron-3-nano-omni-30b-a3b-reasoning"
 MAX_UPLOAD = 200 << 20
 
 
@@ -112,27 +110,15 @@ def demo(base: str, photo: Path, memo: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--emulate", action="store_true", help="send to a local emulator instead of the service")
-    parser.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C (default: run the demo)")
-    parser.add_argument("--port", type=int, default=8000)
-    args = parser.parse_args()
+    command_line = parser(__doc__)
+    command_line.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C (default: run the demo)")
+    command_line.add_argument("--port", type=int, default=8000, help="the port to serve on with --serve")
+    args = command_line.parse_args()
     with ExitStack() as stack:
         uploads = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uploads-")))
-        client_files = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="client-")))
-        if args.emulate:
-            from nvmedia.testing import NVCFEmulator
-
-            emu = stack.enter_context(NVCFEmulator())
-            chat_url, key = emu.chat_url, "nvapi-local"
-            media: dict[str, Any] = {"assets_url": emu.assets_url, "api_key": key}
-        else:
-            chat_url, key, media = (
-                "https://integrate.api.nvidia.com/v1/chat/completions",
-                os.environ["NVIDIA_API_KEY"],
-                {},
-            )
-        server = ChatServer(args.port if args.serve else 0, uploads, chat_url, key, media)
+        svc = service(stack, args.emulate)
+        chat_url = f"{svc.base_url}/chat/completions"
+        server = ChatServer(args.port if args.serve else 0, uploads, chat_url, svc.key, svc.media)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         base = f"http://127.0.0.1:{server.server_address[1]}"
         try:
@@ -140,9 +126,9 @@ def main() -> None:
                 print(f"serving on {base} (uploads in {uploads}); Ctrl-C stops", flush=True)
                 threading.Event().wait()
             else:
-                demo(base, *demo_files(client_files))
-                if args.emulate:
-                    print("assets left on the service:", len(emu.assets()))
+                demo(base, *inputs(stack, args.files))
+                if svc.emulator is not None:
+                    print("assets left on the service:", len(svc.emulator.assets()))
         except KeyboardInterrupt:
             pass
         finally:

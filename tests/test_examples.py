@@ -23,7 +23,7 @@ def _run(*command: str) -> list[str]:
 
 
 def test_every_example_is_tested() -> None:
-    scripts = {p.name for p in EXAMPLES.iterdir() if p.suffix in (".py", ".sh")} - {"demo_media.py"}
+    scripts = {p.name for p in EXAMPLES.iterdir() if p.suffix in (".py", ".sh")} - {"demo.py"}
     tested = {"library.py", "openai_sdk.py", "langchain_chat.py", "upload_server.py", "cli_batch.sh"}
     assert scripts == tested
 

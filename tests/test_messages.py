@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import math
 import os
 import random
 import shutil
-import struct
 import threading
-import wave
 from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 from support import CORPUS
+from test_audio_split import _talk  # the 12 s recording a 5 s limit cuts in three, at its pauses
 
 import nvmedia
 from nvmedia.errors import FetchError, InputError, MediaError, PlanError
@@ -90,22 +88,6 @@ def _noise_jpeg(path: Path, seed: int, size: int = 480) -> Path:
     """A photo-like JPEG of seeded noise, about 250 KB: sent as it is, too big to inline."""
     rng = random.Random(seed)
     Image.frombytes("RGB", (size, size), rng.randbytes(size * size * 3)).save(path, quality=92)
-    return path
-
-
-def _talk(path: Path, seconds: float = 12.0, rate: int = 16_000) -> Path:
-    """A mono WAV of a 300 Hz tone, silent at 3.0-4.2 s and 7.2-8.4 s: a 5 s limit cuts it in three."""
-    silences = ((3.0, 4.2), (7.2, 8.4))
-    frames = bytearray()
-    for n in range(int(seconds * rate)):
-        t = n / rate
-        quiet = any(a <= t < b for a, b in silences)
-        frames += struct.pack("<h", 0 if quiet else int(12_000 * math.sin(2 * math.pi * 300 * t)))
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(bytes(frames))
     return path
 
 
