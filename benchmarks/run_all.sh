@@ -14,3 +14,4 @@ python bench_upload.py "${quick[@]}"
 python bench_resume.py "${quick[@]}"
 python bench_disk.py
 python bench_batch.py
+python bench_messages.py
