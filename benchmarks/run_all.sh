@@ -14,3 +14,5 @@ python bench_upload.py "${quick[@]}"
 python bench_ray.py "${quick[@]}"
 python bench_resume.py "${quick[@]}"
 python bench_disk.py
+python bench_batch.py
+python bench_messages.py

@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     AssetAPIError,
     AuthError,
+    ChatError,
     CleanupError,
     ConfigError,
+    FetchError,
     InputError,
     MediaError,
     NVMediaError,
@@ -29,8 +31,10 @@ __all__ = [
     "AssetClient",
     "AsyncAssetClient",
     "AuthError",
+    "ChatError",
     "CleanupError",
     "ConfigError",
+    "FetchError",
     "GENERIC",
     "InputError",
     "Item",
@@ -41,9 +45,11 @@ __all__ = [
     "Prepared",
     "ProcessingError",
     "Profile",
+    "Rewritten",
     "UploadError",
     "__version__",
     "aprepare",
+    "arewrite_messages",
     "get_profile",
     "inspect",
     "prepare",
@@ -58,13 +64,15 @@ _LAZY = {
     "aprepare": "api",
     "inspect": "api",
     "prepare": "api",
+    "Rewritten": "integrations.openai",
+    "arewrite_messages": "integrations.openai",
     "rewrite_messages": "integrations.openai",
 }
 
 if TYPE_CHECKING:
     from .api import Prepared, aprepare, inspect, prepare
     from .assets import AssetClient, AsyncAssetClient
-    from .integrations.openai import rewrite_messages
+    from .integrations.openai import Rewritten, arewrite_messages, rewrite_messages
     from .items import Item
 
 

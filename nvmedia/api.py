@@ -110,7 +110,11 @@ def _settings(
     split_long_audio: bool,
     max_memory: int | str | None = None,
     output_cache: bool | int,
+    fetch_urls: bool = False,
+    url_allow: Sequence[str] = (),
 ) -> Settings:
+    from .fetch import FetchPolicy
+
     settings = Settings(
         mode=mode,
         profile=get_profile(profile),
@@ -130,6 +134,7 @@ def _settings(
         split_long_audio=split_long_audio,
         max_memory=parse_size(max_memory) if max_memory is not None else None,
         output_cache_bytes=_output_cache_bytes(output_cache),
+        fetch=FetchPolicy(allow=tuple(url_allow)) if fetch_urls else None,
     )
     if jobs is not None:
         settings.jobs = jobs
@@ -167,6 +172,8 @@ def prepare(
     max_memory: int | str | None = None,
     output_cache: bool | int = True,
     resume: str | os.PathLike[str] | None = None,
+    fetch_urls: bool = False,
+    url_allow: Sequence[str] = (),
     on_error: OnError = "raise",
     progress: ProgressFn | None = None,
 ) -> Prepared:
@@ -177,6 +184,9 @@ def prepare(
         mode: ``auto`` (inline when it fits, else upload), ``inline`` (shrink to fit or fail), ``asset``.
         profile: a built-in profile name, a profile file, or a ``Profile``.
         group: ``all`` (default: everything in one request), ``dir`` or ``file``.
+        fetch_urls: fetch ``http(s)://`` sources (off by default: they are refused with ``fetch_blocked``);
+            only public addresses are reached, see ``nvmedia.fetch``.
+        url_allow: host names or CIDRs that fetching may reach although they are not public.
         cache: reuse earlier uploads of the same bytes (``cache_dir`` default: ``$NVMEDIA_CACHE_DIR``
             or the platform's user cache folder).
         max_memory: bytes (or ``"1G"``, ``"512M"``) that image decodes may hold at once across the
@@ -225,6 +235,8 @@ def prepare(
         split_long_audio=split_long_audio,
         max_memory=max_memory,
         output_cache=output_cache,
+        fetch_urls=fetch_urls,
+        url_allow=url_allow,
     )
     earlier = EarlierManifest.load(Path(resume), settings) if resume is not None else None
     delivery = Delivery(settings)

@@ -1,4 +1,4 @@
-"""The ``nvmedia`` command: ``prepare``, ``inspect``, ``assets``, ``emulator``.
+"""The ``nvmedia`` command: ``prepare``, ``inspect``, ``assets``, ``emulator`` (``chat``, ``batch``: cli_chat.py).
 
 Only argparse and the standard library load at start; the pipeline and its
 heavy dependencies load when a command needs them (``nvmedia --help`` stays fast).
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
+from .cli_chat import add_fetch_arguments, add_parsers, cmd_batch, cmd_chat, fetch_policy
 from .errors import ConfigError, NVMediaError, no_space_error
 from .names import shown
 from .signals import Interrupted, interruptible, received, stop_on_signals
@@ -143,6 +144,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default="audio_url",
         help="content part for inline audio (default: audio_url)",
     )
+    add_fetch_arguments(prep)
     prep.add_argument(
         "-q", "--quiet", action="store_true", help="print nothing on stderr but usage and configuration errors"
     )
@@ -180,6 +182,7 @@ def _build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--latency-upload", type=float, default=0.0, metavar="S", help="seconds added to each upload")
     emu.add_argument("--latency-chat", type=float, default=0.0, metavar="S", help="seconds added to each chat request")
     emu.add_argument("--storage-dir", metavar="DIR", help="where uploaded bytes are kept (default: a temp folder)")
+    add_parsers(sub)
     return parser
 
 
@@ -597,6 +600,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         allow_insecure_http=args.allow_insecure_http,
         max_memory=args.max_memory,
         output_cache_bytes=_output_cache_bytes(args),
+        fetch=fetch_policy(args),
     )
     report = _Report(args.quiet)
     delivery = Delivery(settings)
@@ -805,6 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     commands = {"prepare": _cmd_prepare, "inspect": _cmd_inspect, "assets": _cmd_assets, "emulator": _cmd_emulator}
+    commands |= {"chat": cmd_chat, "batch": cmd_batch}
     try:
         if args.command == "prepare":
             with stop_on_signals():

@@ -6,6 +6,7 @@ names the measured value and the limit, and a ``hint`` that says what to do::
 
     NVMediaError
     ├── InputError              the source itself: not_found, unreadable, empty
+    │   └── FetchError          a remote URL: fetch_blocked, fetch_failed, too_large
     ├── MediaError              the media: unsupported_format, corrupt_media,
     │                           too_large, too_long, cannot_fit_inline
     ├── PlanError               the request: too_many_assets
@@ -15,6 +16,7 @@ names the measured value and the limit, and a ``hint`` that says what to do::
     ├── AssetAPIError           the asset service: asset_api_error
     │   ├── AuthError           auth_failed
     │   └── UploadError         upload_failed
+    ├── ChatError               the chat endpoint: chat_failed, auth_failed, timeout
     └── CleanupError            cleanup_failed: assets that could not be deleted (``asset_ids``)
 """
 
@@ -44,6 +46,9 @@ ERROR_CODES: Final = (
     "cleanup_failed",
     "no_space",
     "config",
+    "fetch_blocked",
+    "fetch_failed",
+    "chat_failed",
 )
 
 
@@ -188,8 +193,8 @@ class AssetAPIError(NVMediaError):
 
 
 def _rebuild_api(
-    cls: type[AssetAPIError], message: str, code: str, hint: str, status_code: int | None
-) -> AssetAPIError:
+    cls: type[AssetAPIError] | type[ChatError], message: str, code: str, hint: str, status_code: int | None
+) -> AssetAPIError | ChatError:
     return cls(message, code=code, hint=hint, status_code=status_code)
 
 
@@ -203,6 +208,31 @@ class UploadError(AssetAPIError):
     """The presigned upload failed (``upload_failed``)."""
 
     default_code = "upload_failed"
+
+
+class FetchError(InputError):
+    """A remote URL was refused (``fetch_blocked``), failed (``fetch_failed``) or is too big (``too_large``)."""
+
+    default_code = "fetch_failed"
+
+
+class ChatError(NVMediaError):
+    """The chat endpoint refused or failed a request (``chat_failed``, ``auth_failed``, ``timeout``).
+
+    Attributes:
+        status_code: the HTTP status, when there was a response.
+    """
+
+    default_code = "chat_failed"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, hint: str = "", status_code: int | None = None
+    ) -> None:
+        super().__init__(message, code=code, hint=hint)
+        self.status_code = status_code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_api, (type(self), self.message, self.code, self.hint, self.status_code))
 
 
 class CleanupError(NVMediaError):

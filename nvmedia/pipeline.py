@@ -56,6 +56,7 @@ from .workers import PoolKind, Workers, batches, meet_test_hooks
 if TYPE_CHECKING:
     from .assets import AssetClient
     from .cache import AssetCache
+    from .fetch import FetchPolicy
     from .testing import NVCFEmulator
 
 DEFAULT_ASSETS_URL = "https://api.nvcf.nvidia.com/v2/nvcf/assets"
@@ -98,6 +99,8 @@ class Settings:
     """Bytes that image decodes may hold at once across the run's workers (None: a quarter of RAM)."""
     output_cache_bytes: int = field(default_factory=configured_max_bytes)
     """Cap of the normalized-output cache (``outputs_cache.py``) in ``cache_dir``; 0 turns it off."""
+    fetch: FetchPolicy | None = None
+    """How http(s) sources are fetched; None refuses them (``fetch_urls=False``, no ``--fetch-urls``)."""
 
     @property
     def effective_inline_limit(self) -> int:
@@ -269,10 +272,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _materialize(source: Source, workdir: Path) -> Path:
-    """The path to read: the source's own, or a temp copy of in-memory data."""
+def _materialize(source: Source, workdir: Path, settings: Settings) -> Path:
+    """The path to read: the source's own, or a temp copy of in-memory data or of a fetched URL."""
     if source.path is not None:
         return source.path
+    if source.url is not None:
+        from .fetch import fetch_source
+
+        return fetch_source(source.url, workdir, settings.fetch)
     assert source.data is not None
     fd, name = tempfile.mkstemp(dir=workdir, prefix="input-")
     with os.fdopen(fd, "wb") as fh:
@@ -319,7 +326,7 @@ def normalize_source(
     meet_test_hooks(source.path)
     path: Path | None = None
     try:
-        path = _materialize(source, workdir)
+        path = _materialize(source, workdir, settings)
         size = _check_readable(path)
         state = SourceState.of(path) if source.data is None else None  # before reading: what --resume compares
         sniffed = sniff_path(path)

@@ -67,6 +67,7 @@ _NOT_SHAPING: Final = frozenset(
         "max_memory",
         "engine",
         "allow_insecure_http",
+        "fetch",
     }
 )
 """Settings that change how a run works, not what its records say; every other field must match."""

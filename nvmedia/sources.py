@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 if TYPE_CHECKING:
     from .keep import KeptName
 
+from .fetch import display_url, is_remote_url, url_name
+
 SourceLike = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 Group = Literal["file", "dir", "all"]
 
@@ -49,6 +51,7 @@ class Source:
         data: the bytes of an in-memory input.
         rel: the path relative to the folder it was found in (used by ``--keep``).
         explicit: named by the user (not found in a folder walk): non-media is an error, not a skip.
+        url: an ``http(s)`` URL to fetch (``name`` then shows it without its query string).
         group: which request it belongs to.
         skip_reason: set when the source is skipped without being read.
         kept: where ``--keep`` writes its outputs (set by the pipeline before any work).
@@ -61,6 +64,7 @@ class Source:
     explicit: bool = True
     group: str = ""
     skip_reason: str | None = None
+    url: str | None = None
     kept: KeptName | None = None
 
     @property
@@ -171,6 +175,9 @@ def expand(inputs: Iterable[SourceLike], group: Group = "file", exclude: Iterabl
             sources.append(Source(name, data=bytes(data), group=f"fobj:{index}"))
             continue
         given = os.fspath(item)
+        if is_remote_url(given):
+            sources.append(Source(display_url(given), url=given, rel=PurePosixPath(url_name(given)), group=given))
+            continue
         path = Path(given)
         if path.is_dir():
             for source in _walk(path, given, excluded):

@@ -1,0 +1,453 @@
+"""Batch inference: one chat request per input (or per group of inputs), several in flight, one answer record each.
+
+``plan_units`` turns paths (files, folders, URLs) into units, one per request;
+``run_batch`` answers them. Media is prepared on a small pool of its own
+(``prepare_media``) while answers are awaited on ``jobs`` connections, so
+preparing the next inputs overlaps the requests in flight even with one job.
+Records reach ``on_record`` in input order; an answer that comes back early
+waits for the ones before it (at most about two rounds of ``jobs`` units are
+started ahead of the one awaited). The assets a unit uploaded are deleted once its answer is in, unless
+they are kept.
+
+``AnswerFile`` writes the records as JSON Lines as they come, flushed line by
+line, so an interrupted run keeps what it had answered and ``--resume``
+continues it: answered (``ok``) and ``skipped`` records are kept, failed ones
+are asked again, and the finished file is put back in input order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Final
+
+from .chat import Answer, ChatClient, ChatParams, MediaOptions, build_body, media_kinds, prepare_media, release
+from .errors import ConfigError, MediaError, NVMediaError
+from .sniff import sniff_path
+from .sources import Group, expand
+
+if TYPE_CHECKING:
+    from .api import Prepared
+
+RECORD_TYPE: Final = "answer"
+_WAKE_S: Final = 0.25
+DONE_STATUSES: Final = frozenset({"ok", "skipped"})
+"""Record statuses ``--resume`` keeps; inputs whose record has another status are asked again."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One request of a batch.
+
+    Attributes:
+        index: its place in input order.
+        sources: the inputs' names, as records show them.
+        inputs: what is prepared (paths or URLs).
+        prompt: the text sent with the media.
+        skip_reason: set when nothing is sent (a hidden file, not media...).
+    """
+
+    index: int
+    sources: tuple[str, ...]
+    inputs: tuple[str, ...]
+    prompt: str
+    skip_reason: str | None = None
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """What identifies it across runs (``--resume``)."""
+        return self.sources
+
+
+def _not_media_reason(path: Path) -> str | None:
+    """Why a file found in a folder walk is skipped, or None to send it (preparation reports read errors)."""
+    try:
+        if path.stat().st_size == 0:
+            return None
+        sniffed = sniff_path(path)
+    except OSError:
+        return None
+    return None if sniffed.is_media else f"not media ({sniffed.description})"
+
+
+def plan_units(
+    paths: Sequence[str], *, prompt: str | None = None, prompts: Mapping[str, str] | None = None, group: Group = "file"
+) -> list[Unit]:
+    """The requests of a batch, in input order.
+
+    Args:
+        paths: files, folders (walked recursively, in sorted order) and URLs.
+        prompt: the text sent with every request.
+        prompts: per-input texts by path, instead of ``prompt`` (one request per input).
+        group: ``file`` (one request per input), ``dir`` (per folder) or ``all`` (one request).
+
+    Raises:
+        ConfigError: neither or both of ``prompt`` and ``prompts``, or ``prompts`` with a group.
+    """
+    if (prompt is None) == (prompts is None):
+        raise ConfigError("give one prompt for all inputs or one prompt per input", hint="pass PROMPT or --prompt-file")
+    if prompts is not None and group != "file":
+        raise ConfigError(
+            "per-input prompts (a JSONL --prompt-file) send one request per input",
+            hint="drop --group, or use a text --prompt-file",
+        )
+    grouped: dict[str, tuple[list[str], list[str], str]] = {}  # group -> names, inputs, prompt
+    order: list[str | tuple[str, str]] = []  # a group, or a skipped source's (name, reason)
+    for source in expand(paths, group):
+        reason = source.skip_reason
+        if reason is None and not source.explicit and source.path is not None:
+            reason = _not_media_reason(source.path)
+        if reason is not None:
+            order.append((source.name, reason))
+            continue
+        if prompts is not None and not source.explicit:
+            raise ConfigError(
+                f"per-input prompts name files or URLs, but {source.name} was found in a folder",
+                hint="list each file in the .jsonl --prompt-file",
+            )
+        text = prompts[source.url or source.name] if prompts is not None else prompt
+        assert text is not None
+        if source.group not in grouped:
+            grouped[source.group] = ([], [], text)
+            order.append(source.group)
+        names, inputs, _ = grouped[source.group]
+        names.append(source.name)
+        inputs.append(source.url or (str(source.path) if source.path is not None else source.name))
+    units: list[Unit] = []
+    for index, entry in enumerate(order):
+        if isinstance(entry, tuple):
+            units.append(Unit(index, (entry[0],), (), "", skip_reason=entry[1]))
+        else:
+            names, inputs, text = grouped[entry]
+            units.append(Unit(index, tuple(names), tuple(inputs), text))
+    return units
+
+
+def read_prompt_file(path: Path) -> tuple[str | None, dict[str, str] | None]:
+    """A ``--prompt-file``: ``.jsonl``/``.ndjson`` gives per-input prompts, anything else one prompt (its text).
+
+    Per-input lines are ``{"source": PATH_OR_URL, "prompt": TEXT}``; a relative source is
+    relative to the file's folder. Returns ``(prompt, None)`` or ``(None, {source: prompt})``.
+
+    Raises:
+        ConfigError: the file cannot be read, is empty, or a line is not such an object.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read the prompt file {path}: {exc}", hint="check the path and that it is UTF-8 text"
+        ) from None
+    if path.suffix.lower() not in (".jsonl", ".ndjson"):
+        prompt = text.strip()
+        if not prompt:
+            raise ConfigError(f"the prompt file {path} is empty", hint="write the prompt into it")
+        return prompt, None
+    prompts: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("source"), str)
+            or not isinstance(entry.get("prompt"), str)
+        ):
+            raise ConfigError(
+                f"{path} line {number} is not a JSON object with string fields source and prompt",
+                hint='write one {"source": "photos/a.jpg", "prompt": "..."} per line',
+            )
+        source = entry["source"]
+        if "://" not in source and not os.path.isabs(source):
+            source = os.path.join(os.path.dirname(str(path)), source)
+        if source in prompts:
+            raise ConfigError(f"{path} line {number}: {entry['source']} appears twice", hint="one line per input")
+        prompts[source] = entry["prompt"]
+    if not prompts:
+        raise ConfigError(f"the prompt file {path} has no entries", hint='one {"source", "prompt"} object per line')
+    return None, prompts
+
+
+# -- records ----------------------------------------------------------------------------------------------
+
+
+def skipped_record(unit: Unit) -> dict[str, Any]:
+    return {"type": RECORD_TYPE, "sources": list(unit.sources), "status": "skipped", "reason": unit.skip_reason}
+
+
+def answer_record(
+    unit: Unit,
+    *,
+    answer: Answer | None = None,
+    error: NVMediaError | None = None,
+    failed: Iterable[tuple[str, NVMediaError]] = (),
+    asset_ids: Sequence[str] = (),
+    warnings: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The JSON object of one answered (or failed) request."""
+    record: dict[str, Any] = {
+        "type": RECORD_TYPE,
+        "sources": list(unit.sources),
+        "status": "ok" if error is None else "error",
+        "answer": answer.text if answer is not None else None,
+        "reasoning": answer.reasoning if answer is not None else None,
+        "usage": answer.usage if answer is not None else None,
+        "model": answer.model if answer is not None else None,
+        "finish_reason": answer.finish_reason if answer is not None else None,
+        "latency_s": round(answer.latency_s, 3) if answer is not None else None,
+        "error": error.to_dict() if error is not None else None,
+    }
+    failed_list = [{"source": source, "error": exc.to_dict()} for source, exc in failed]
+    if failed_list:
+        record["failed"] = failed_list
+    if asset_ids:
+        record["asset_ids"] = list(asset_ids)
+    if warnings:
+        record["warnings"] = list(warnings)
+    return record
+
+
+# -- running ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """What every request of a batch shares.
+
+    Attributes:
+        client: the chat endpoint.
+        params: model and sampling parameters.
+        media: how media is prepared.
+        jobs: requests in flight.
+        keep_assets: leave uploaded assets in place (their ids go into the records).
+    """
+
+    client: ChatClient
+    params: ChatParams
+    media: MediaOptions
+    jobs: int = 4
+    keep_assets: bool = False
+
+
+def _prepare(unit: Unit, media: MediaOptions) -> Prepared | NVMediaError:
+    try:
+        return prepare_media(unit.inputs, media)
+    except NVMediaError as exc:  # the asset API unreachable, no key for an upload...
+        return exc
+
+
+def _answer(unit: Unit, prepared_future: Future[Prepared | NVMediaError], settings: BatchSettings) -> dict[str, Any]:
+    prepared = prepared_future.result()
+    if isinstance(prepared, NVMediaError):
+        return answer_record(unit, error=prepared)
+    answer: Answer | None = None
+    error: NVMediaError | None = None
+    failed = [(it.source, it.error) for it in prepared.items if it.status == "error" and it.error is not None]
+    asset_ids: list[str] = []
+    try:
+        if not any(it.ok and it.part is not None for it in prepared.items):
+            error = failed[0][1] if failed else MediaError("nothing to send: no input of this request is media")
+            failed = failed[1:]
+        else:
+            body = build_body(unit.prompt, prepared.content, media_kinds(prepared), settings.params, stream=False)
+            try:
+                answer = settings.client.send(body, prepared.headers)
+            except NVMediaError as exc:
+                error = exc
+        asset_ids = prepared.asset_ids if settings.keep_assets else []
+    finally:
+        warnings = release(prepared, keep_assets=settings.keep_assets)
+    return answer_record(unit, answer=answer, error=error, failed=failed, asset_ids=asset_ids, warnings=warnings)
+
+
+@dataclass
+class _Slot:
+    unit: Unit
+    prepared: Future[Prepared | NVMediaError] | None
+    record: Future[dict[str, Any]]
+
+
+def run_batch(
+    units: Sequence[Unit],
+    settings: BatchSettings,
+    on_record: Callable[[Unit, dict[str, Any]], None],
+    on_stopping: Callable[[int], None] | None = None,
+) -> None:
+    """Answer ``units`` and hand each record to ``on_record`` in input order.
+
+    When interrupted (Ctrl-C) or when ``on_record`` raises, requests not yet started
+    are dropped, those in flight finish (and delete their assets; ``on_stopping``
+    is told how many), the answers already in are still handed over (in input
+    order, with gaps), and the exception propagates.
+    """
+    jobs = max(1, settings.jobs)
+    preparers = max(1, min(jobs, os.cpu_count() or 1))
+    # Preparation runs up to a second round of requests ahead, so a round of answers never waits for it.
+    window = 2 * jobs + 2 * preparers
+    prepare_pool = ThreadPoolExecutor(preparers, thread_name_prefix="nvmedia-batch-prepare")
+    send_pool = ThreadPoolExecutor(jobs, thread_name_prefix="nvmedia-batch-send")
+    slots: dict[int, _Slot] = {}
+
+    def start(position: int) -> _Slot:
+        unit = units[position]
+        if unit.skip_reason is not None:
+            done: Future[dict[str, Any]] = Future()
+            done.set_result(skipped_record(unit))
+            return _Slot(unit, None, done)
+        prepared = prepare_pool.submit(_prepare, unit, settings.media)
+        return _Slot(unit, prepared, send_pool.submit(_answer, unit, prepared, settings))
+
+    started = 0
+    try:
+        for position in range(len(units)):
+            while started < len(units) and started <= position + window:
+                slots[started] = start(started)
+                started += 1
+            record = _wait(slots[position].record)
+            on_record(slots.pop(position).unit, record)
+    except BaseException:
+        _wind_down(slots, prepare_pool, send_pool, on_record, on_stopping)
+        raise
+    finally:
+        prepare_pool.shutdown(wait=True)
+        send_pool.shutdown(wait=True)
+
+
+def _wait(future: Future[dict[str, Any]]) -> dict[str, Any]:
+    """``future.result()``, waking now and then: a Ctrl-C delivered to a worker thread still reaches this one."""
+    while True:
+        try:
+            return future.result(timeout=_WAKE_S)
+        except FutureTimeout:
+            continue
+
+
+def _wind_down(
+    slots: dict[int, _Slot],
+    prepare_pool: ThreadPoolExecutor,
+    send_pool: ThreadPoolExecutor,
+    on_record: Callable[[Unit, dict[str, Any]], None],
+    on_stopping: Callable[[int], None] | None,
+) -> None:
+    never_sent = [slot for slot in slots.values() if slot.record.cancel()]
+    if on_stopping is not None:
+        on_stopping(sum(1 for slot in slots.values() if not slot.record.done()))
+    for slot in never_sent:
+        if slot.prepared is not None:
+            slot.prepared.cancel()
+    send_pool.shutdown(wait=True, cancel_futures=True)
+    prepare_pool.shutdown(wait=True, cancel_futures=True)
+    for slot in never_sent:  # prepared, but its request never went out: nobody else deletes its assets
+        if slot.prepared is not None and not slot.prepared.cancelled() and slot.prepared.exception() is None:
+            outcome = slot.prepared.result()
+            if not isinstance(outcome, NVMediaError):
+                release(outcome)
+    for position in sorted(slots):
+        slot = slots[position]
+        if slot.record.done() and not slot.record.cancelled() and slot.record.exception() is None:
+            try:
+                on_record(slot.unit, slot.record.result())
+            except Exception:  # noqa: BLE001 - the first failure is the one to report
+                break
+
+
+# -- the answers file ---------------------------------------------------------------------------------------
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The answer records of an earlier run; a torn or foreign line (an interrupted write) is ignored."""
+    records: list[dict[str, Any]] = []
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return records
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("type") == RECORD_TYPE and isinstance(record.get("sources"), list):
+            records.append(record)
+    return records
+
+
+def _key(record: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(str(s) for s in record["sources"])
+
+
+def _line(record: Mapping[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+class AnswerFile:
+    """Where answer records go: a JSON Lines file written as they come (or a stream such as stdout).
+
+    Args:
+        target: the file, or None to write to ``stream``.
+        resume: keep the answered and skipped records already in ``target``.
+        stream: the text stream used when ``target`` is None.
+
+    Attributes:
+        done: the keys of the records kept from an earlier run.
+    """
+
+    def __init__(self, target: Path | None, *, resume: bool = False, stream: IO[str] | None = None) -> None:
+        self.target = target
+        self.done: set[tuple[str, ...]] = set()
+        self._kept: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        if target is None:
+            if stream is None:
+                raise ConfigError("no output for the answers", hint="pass -o FILE")
+            self._out = stream
+            return
+        if resume:
+            for record in read_records(target):
+                if record.get("status") in DONE_STATUSES and _key(record) not in self.done:
+                    self.done.add(_key(record))
+                    self._kept.append(record)
+        try:
+            # Failed and torn lines of the earlier run go now; their inputs are asked again.
+            self._replace([_line(r) for r in self._kept])
+            self._out = target.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write {target}: {exc.strerror}", hint="check the folder exists and is writable"
+            ) from None
+
+    def _replace(self, lines: Iterable[str]) -> None:
+        assert self.target is not None
+        partial = self.target.with_name(f".{self.target.name}.part")
+        with partial.open("w", encoding="utf-8") as fh:
+            fh.writelines(lines)
+        os.replace(partial, self.target)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Write one record and flush it (so an interruption loses nothing written)."""
+        with self._lock:
+            self._out.write(_line(record))
+            self._out.flush()
+
+    def finish(self, order: Sequence[tuple[str, ...]]) -> None:
+        """Close the file; after a resumed run, put its records in input order (``order``: the units' keys)."""
+        if self.target is None:
+            return
+        self._out.close()
+        if not self._kept:
+            return  # a fresh run wrote in input order already
+        rank = {key: i for i, key in enumerate(order)}
+        records = read_records(self.target)
+        latest: dict[tuple[str, ...], dict[str, Any]] = {}
+        for record in records:
+            latest[_key(record)] = record
+        ordered = sorted(latest.values(), key=lambda r: rank.get(_key(r), len(rank)))
+        self._replace(_line(r) for r in ordered)
