@@ -492,6 +492,33 @@ def test_delete_job_removes_only_that_jobs_assets(emu: NVCFEmulator, capsys: pyt
     assert "no assets described 'nvmedia job j-7'" in capsys.readouterr().err
 
 
+# -- nvmedia batch on Ray ------------------------------------------------------------------------------------
+
+
+def test_batch_on_ray_gives_the_local_engines_answers_and_leaves_no_asset(
+    small_folder: Path, tmp_path: Path, emu: NVCFEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    endpoint = ["--base-url", f"{emu.base_url}/v1", "--assets-url", emu.assets_url, "--api-key", KEY]
+    runs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / f"{engine}.jsonl"
+        args = ["batch", "What is this?", str(small_folder), *endpoint, "--mode", "asset", "-j", "2"]
+        code = main([*args, "--engine", engine, "-o", str(out)])
+        records = [{k: v for k, v in r.items() if k != "latency_s"} for r in records_of(out)]
+        runs[engine] = (code, records, capsys.readouterr().err.splitlines()[-1])
+    (code, local, summary), (code_ray, on_ray, summary_ray) = runs["local"], runs["ray"]
+    assert code == code_ray == 1  # the broken PNG is an error in both
+    assert on_ray == local
+    assert [r["status"] for r in on_ray].count("ok") == 4
+    assert summary_ray.split(";")[0] == summary.split(";")[0]
+    assert emu.chat_count == 8 and emu.assets(KEY) == []  # each request deleted what it uploaded
+
+
+def test_batch_address_without_the_ray_engine_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["batch", "Hi", "x.png", "--address", "auto", "--api-key", KEY]) == 2
+    assert "--address goes with --engine ray" in capsys.readouterr().err
+
+
 # -- usage errors, Ray missing, loopback only -------------------------------------------------------------
 
 

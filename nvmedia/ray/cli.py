@@ -113,7 +113,7 @@ def run_on_ray(
         rows = [{SOURCE_COLUMN: pickle.dumps(s, protocol=5), CWD_COLUMN: cwd} for s in todo]
         try:
             if rows:
-                with _ray_job(ray, address, settings.jobs):
+                with ray_job(ray, address, settings.jobs):
                     blocks = min(MAX_BLOCKS, -(-len(rows) // DEFAULT_BATCH_SIZE))
                     prepared = build(
                         ray.data.from_items(rows, override_num_blocks=blocks),
@@ -170,7 +170,7 @@ def run_on_ray(
 
 
 @contextmanager
-def _ray_job(ray: Any, address: str | None, cpus: int) -> Iterator[None]:
+def ray_job(ray: Any, address: str | None, cpus: int) -> Iterator[None]:
     """A Ray session set up for the CLI: input order kept, no progress bars or log lines of Ray Data's own.
 
     The stop signals stay the CLI's: ``ray.init`` sets its own SIGTERM handler (which exits at once).
