@@ -49,9 +49,11 @@ __all__ = [
     "Prepared",
     "ProcessingError",
     "Profile",
+    "Rewritten",
     "UploadError",
     "__version__",
     "aprepare",
+    "arewrite_messages",
     "get_profile",
     "inspect",
     "prepare",
@@ -70,6 +72,8 @@ _LAZY = {
     "aprepare": "api",
     "inspect": "api",
     "prepare": "api",
+    "Rewritten": "integrations.openai",
+    "arewrite_messages": "integrations.openai",
     "rewrite_messages": "integrations.openai",
 }
 
@@ -77,7 +81,7 @@ if TYPE_CHECKING:
     from .api import aprepare, inspect, prepare
     from .assets import AssetClient, AsyncAssetClient
     from .client import AsyncClient, Client
-    from .integrations.openai import rewrite_messages
+    from .integrations.openai import Rewritten, arewrite_messages, rewrite_messages
     from .items import Item
     from .options import PrepareOptions
     from .prepared import PrepareCall, Prepared

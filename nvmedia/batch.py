@@ -33,7 +33,8 @@ from .sniff import sniff_path
 from .sources import Group, expand
 
 if TYPE_CHECKING:
-    from .api import Prepared
+    from .client import Client
+    from .prepared import Prepared
 
 RECORD_TYPE: Final = "answer"
 _WAKE_S: Final = 0.25
@@ -238,9 +239,9 @@ class BatchSettings:
     keep_assets: bool = False
 
 
-def _prepare(unit: Unit, media: MediaOptions) -> Prepared | NVMediaError:
+def _prepare(unit: Unit, media: MediaOptions, client: Client) -> Prepared | NVMediaError:
     try:
-        return prepare_media(unit.inputs, media)
+        return prepare_media(unit.inputs, media, client)
     except NVMediaError as exc:  # the asset API unreachable, no key for an upload...
         return exc
 
@@ -293,6 +294,7 @@ def run_batch(
     preparers = max(1, min(jobs, os.cpu_count() or 1))
     # Preparation runs up to a second round of requests ahead, so a round of answers never waits for it.
     window = 2 * jobs + 2 * preparers
+    media_client = settings.media.client(jobs=preparers)  # one connection pool and cache for the whole run
     prepare_pool = ThreadPoolExecutor(preparers, thread_name_prefix="nvmedia-batch-prepare")
     send_pool = ThreadPoolExecutor(jobs, thread_name_prefix="nvmedia-batch-send")
     slots: dict[int, _Slot] = {}
@@ -303,7 +305,7 @@ def run_batch(
             done: Future[dict[str, Any]] = Future()
             done.set_result(skipped_record(unit))
             return _Slot(unit, None, done)
-        prepared = prepare_pool.submit(_prepare, unit, settings.media)
+        prepared = prepare_pool.submit(_prepare, unit, settings.media, media_client)
         return _Slot(unit, prepared, send_pool.submit(_answer, unit, prepared, settings))
 
     started = 0
@@ -320,6 +322,7 @@ def run_batch(
     finally:
         prepare_pool.shutdown(wait=True)
         send_pool.shutdown(wait=True)
+        media_client.close()
 
 
 def _wait(future: Future[dict[str, Any]]) -> dict[str, Any]:

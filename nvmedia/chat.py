@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import http
 import json
 import logging
@@ -43,8 +44,9 @@ from .option_table import ref
 from .wire import MediaPart, text_part
 
 if TYPE_CHECKING:
-    from .api import Prepared
+    from .client import Client
     from .plan import Mode
+    from .prepared import Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -278,6 +280,9 @@ class ChatClient:
         self.url = base + CHAT_PATH
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
+        self._max_retry_wait_s = max_retry_wait_s
+        self._allow_insecure_http = allow_insecure_http
+        self._own_transport = transport is not None
         self._policy = retry_policy(max_attempts, max_retry_wait_s)
         self._key = key
         self._http = httpx.Client(
@@ -289,6 +294,25 @@ class ChatClient:
 
     def __repr__(self) -> str:
         return f"ChatClient(base_url={redact_url(self.base_url)!r}, api_key='***')"
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        """Pickled as its configuration (a worker process opens its own connections: Ray's batch engine).
+
+        Raises:
+            TypeError: the client sends through a transport of its own, which cannot leave this process.
+        """
+        if self._own_transport:
+            raise TypeError("a ChatClient with its own transport cannot be sent to another process")
+        rebuilt = functools.partial(
+            ChatClient,
+            self.base_url,
+            self._key,
+            timeout_s=self.timeout_s,
+            max_attempts=self.max_attempts,
+            max_retry_wait_s=self._max_retry_wait_s,
+            allow_insecure_http=self._allow_insecure_http,
+        )
+        return rebuilt, ()
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -515,6 +539,8 @@ class MediaOptions:
         url_allow: hosts or CIDRs fetching may reach although they are not public.
         cache: reuse and remember uploads in the shared cache (only for assets that are kept:
             an asset deleted after its answer must not be handed to anyone else).
+        allow_insecure_http: send the key over plain http to an asset API that is not loopback
+            (as the chat endpoint's flag of the same name).
     """
 
     mode: Mode = "auto"
@@ -525,25 +551,36 @@ class MediaOptions:
     fetch_urls: bool = False
     url_allow: tuple[str, ...] = ()
     cache: bool = False
+    allow_insecure_http: bool = False
+
+    def client(self, *, jobs: int = 1) -> Client:
+        """The ``Client`` these options describe (one per question, or per batch run, reused by every request).
+
+        Args:
+            jobs: its normalization workers (the requests a batch prepares at once).
+        """
+        from .client import Client
+
+        return Client(
+            api_key=self.api_key,
+            assets_url=self.assets_url,
+            jobs=jobs,
+            cache=self.cache,
+            allow_insecure_http=self.allow_insecure_http,
+        )
 
 
-def prepare_media(sources: Sequence[str], options: MediaOptions) -> Prepared:
-    """Prepare ``sources`` for one request, keeping failed inputs as error items.
+def prepare_media(sources: Sequence[str], options: MediaOptions, client: Client) -> Prepared:
+    """Prepare ``sources`` for one request through ``client``, keeping failed inputs as error items.
 
-    The one place chat and batch call the preparation front door (today ``nvmedia.prepare``).
+    The one place chat and batch call the preparation front door (``Client.prepare``).
     """
-    from .api import prepare
-
-    return prepare(
+    return client.prepare(
         list(sources),
         mode=options.mode,
         profile=options.profile,
         group="all",
         inline_limit=options.inline_limit,
-        assets_url=options.assets_url,
-        api_key=options.api_key,
-        jobs=1,
-        cache=options.cache,
         fetch_urls=options.fetch_urls,
         url_allow=options.url_allow,
         on_error="keep",
@@ -593,19 +630,18 @@ def ask(
     Raises:
         NVMediaError: the first input that failed (nothing is sent then), or the ``ChatError`` of the request.
     """
-    prepared = prepare_media(sources, media or MediaOptions()) if sources else None
-    try:
-        content: list[MediaPart] = []
-        headers: dict[str, str] = {}
-        if prepared is not None:
+    if not sources:
+        return client.send(build_body(prompt, [], set(), params, stream=stream), {}, on_delta=on_delta)
+    media = media or MediaOptions()
+    with media.client() as media_client:
+        prepared = prepare_media(sources, media, media_client)
+        try:
             failed = next((it for it in prepared.items if it.status == "error" and it.error is not None), None)
             if failed is not None and failed.error is not None:
                 raise failed.error
-            content, headers = prepared.content, prepared.headers
-        body = build_body(prompt, content, media_kinds(prepared), params, stream=stream)
-        return client.send(body, headers, on_delta=on_delta)
-    finally:
-        if prepared is not None:
+            body = build_body(prompt, prepared.content, media_kinds(prepared), params, stream=stream)
+            return client.send(body, prepared.headers, on_delta=on_delta)
+        finally:
             for warning in release(prepared):
                 if on_warning is not None:
                     on_warning(warning)

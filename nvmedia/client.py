@@ -38,7 +38,7 @@ import functools
 import os
 import threading
 import weakref
-from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -77,6 +77,7 @@ if TYPE_CHECKING:
 
     from .assets import AssetClient, AsyncAssetClient
     from .cache import AssetCache
+    from .integrations.openai import Rewritten
     from .resume import EarlierManifest
 
 Sources = SourceLike | Sequence[SourceLike]
@@ -89,6 +90,10 @@ def source_list(sources: Sources) -> list[SourceLike]:
     if isinstance(sources, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(sources, "read"):
         return [sources]  # type: ignore[list-item]
     return list(sources)
+
+
+def _made_from(kind: type[_ClientBase], configuration: dict[str, Any]) -> _ClientBase:
+    return kind(**configuration)
 
 
 class _ClientBase:
@@ -126,6 +131,20 @@ class _ClientBase:
             output_cache=output_cache,
             description=description,
         )
+        self._configuration: dict[str, Any] = {
+            "api_key": self._api_key,
+            "assets_url": self._given_url,
+            "profile": self._config.profile,
+            "cache": cache,
+            "cache_dir": self._config.cache_dir,
+            "jobs": self._config.jobs,
+            "pool": pool,
+            "allow_insecure_http": allow_insecure_http,
+            "max_memory": self._config.max_memory,
+            "output_cache": self._config.output_cache_bytes,
+            "timeout": timeout,
+            "description": description,
+        }
         self._lock = threading.RLock()
         self._closed = False
         self._asset_cache: AssetCache | None = None
@@ -144,6 +163,25 @@ class _ClientBase:
         if self._checked_url is None:
             self._checked_url = check_assets_url(self._given_url, allow_insecure_http=self._allow_insecure_http)
         return self._checked_url
+
+    def configuration(self, **changes: Any) -> dict[str, Any]:
+        """The keyword arguments that make a client like this one (with ``changes``), an ``http_client`` aside.
+
+        Holds the key: for making a client in another process (Ray's workers), never for printing.
+        """
+        unknown = set(changes) - set(self._configuration)
+        if unknown:
+            raise TypeError(f"configuration() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+        return {**self._configuration, **changes}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A client pickles as its configuration (a new one, with pools of its own, in the other process)."""
+        if getattr(self, "_http_client", None) is not None:
+            raise ConfigError(
+                f"a {type(self).__name__} made with an http_client cannot be sent to another process",
+                hint="make the client without http_client= (its transport stays in this process)",
+            )
+        return (_made_from, (type(self), self.configuration()))
 
     def __repr__(self) -> str:
         key = "***" if self._api_key else None
@@ -495,6 +533,60 @@ class Client(_ClientBase):
         self._need_key()
         self._store_for_calls().live.ids()
 
+    def rewrite_messages(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        local_root: str | os.PathLike[str] | None = None,
+        **options: Unpack[PrepareOptions],
+    ) -> Rewritten:
+        """Make every media reference in a chat conversation one the service accepts, through this client.
+
+        ``nvmedia.rewrite_messages`` with this client's ``prepare``: see it for the references
+        found and the errors. Used as a context manager, the result's block owns what the call
+        uploaded (deleted when it ends); assets reused from the cache are never deleted.
+
+        Example:
+            >>> with client.rewrite_messages(messages) as rw:  # doctest: +SKIP
+            ...     openai.chat.completions.create(model=m, messages=rw.messages, extra_headers=rw.headers)
+        """
+        from .integrations.openai import rewrite_messages
+
+        return rewrite_messages(messages, local_root=local_root, prepare=self.prepare, **options)
+
+    def live_asset_ids(self) -> set[str]:
+        """The asset ids the service holds for the key (listed once per client; empty without a key).
+
+        What ``--resume`` checks the asset ids of earlier records against.
+
+        Raises:
+            ConfigError: the key was refused, or the asset API is unreachable.
+        """
+        self._check_open()
+        if self._api_key is None:
+            return set()
+        return self._store_for_calls().live.ids()
+
+    def deliver(self, items: Sequence[Item]) -> None:
+        """Upload (or reuse from the cache) each asset item's output file, on this thread; the assets are long-lived.
+
+        For engines that run the stages themselves (Ray's upload actors): each item planned
+        ``delivery="asset"``, with its file at ``item.output_path`` and its SHA-256 in
+        ``item.output.sha256``, gets its asset id, part and tag, or fails (``item.error``).
+        The assets enter the cache and nobody's exit deletes them, as a command-line run's.
+
+        Raises:
+            ConfigError: no key is set, or the asset API cannot be used (before anything is sent).
+        """
+        from .pipeline import Sender, deliver
+
+        self._check_open()
+        self._asset_client()  # no key: a ConfigError now
+        delivery = self._delivery("stream", self._store_for_calls())
+        sender = Sender(self._asset_client, self._pools()[1])
+        for item in items:
+            deliver(item, delivery, sender)
+
     @staticmethod
     def _earlier(resume: str | os.PathLike[str] | None, settings: Settings) -> EarlierManifest | None:
         if resume is None:
@@ -705,6 +797,18 @@ class AsyncClient(_ClientBase):
             add_note(error, f"nvmedia: could not delete the assets {', '.join(created)}: {exc.message}")
             return
         settle_cleanup(report, delivery, error)
+
+    async def rewrite_messages(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        local_root: str | os.PathLike[str] | None = None,
+        **options: Unpack[PrepareOptions],
+    ) -> Rewritten:
+        """``Client.rewrite_messages`` for async code: use the result in ``async with`` to delete what it uploaded."""
+        from .integrations.openai import arewrite_messages
+
+        return await arewrite_messages(messages, local_root=local_root, aprepare=self.prepare, **options)
 
     async def inspect(self, source: SourceLike, **options: Unpack[InspectOptions]) -> Item:
         """``Client.inspect``, on a worker thread."""

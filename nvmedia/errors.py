@@ -80,6 +80,12 @@ class NVMediaError(Exception):
         """What happened, options named for the front door in use."""
         return render(self._message)
 
+    @message.setter
+    def message(self, message: str) -> None:
+        """Restate what happened (an adapter naming things as its caller wrote them)."""
+        self._message = message
+        self.args = (message,)
+
     @property
     def hint(self) -> str:
         """What to do about it, options named for the front door in use."""

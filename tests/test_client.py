@@ -327,3 +327,32 @@ def test_module_level_prepare_runs_through_the_default_client(tmp_path: Path) ->
 
     assert default_client() is default_client()
     assert json.dumps(prep.message("hi"))
+
+
+# -- conversations through a client ------------------------------------------------------------------------------
+
+
+def test_client_rewrite_messages_block_deletes_its_uploads_and_never_what_it_reused(
+    client: nvmedia.Client, emu: NVCFEmulator, tmp_path: Path
+) -> None:
+    reused, fresh = noise_wavs(tmp_path / "w", 2)
+    (kept,) = client.prepare([reused]).asset_ids
+    messages = [{"role": "user", "content": f"Compare <audio src='{reused}'> and <audio src='{fresh}'>"}]
+    with client.rewrite_messages(messages) as rw:
+        assert rw.asset_ids[0] == kept and len(rw.asset_ids) == 2
+        assert rw.uploaded_ids == rw.asset_ids[1:]
+        assert live_ids(emu) == set(rw.asset_ids)
+    assert live_ids(emu) == {kept}
+
+
+@pytest.mark.anyio
+async def test_async_client_rewrite_messages_deletes_at_the_end_of_its_block(emu: NVCFEmulator, tmp_path: Path) -> None:
+    (wav,) = noise_wavs(tmp_path / "w", 1)
+    async with (
+        httpx.AsyncClient(transport=emu.transport) as http,
+        nvmedia.AsyncClient(api_key=KEY, assets_url=emu.assets_url, http_client=http) as aclient,
+    ):
+        rw = await aclient.rewrite_messages([{"role": "user", "content": f"Listen: <audio src='{wav}'>"}])
+        async with rw:
+            assert live_ids(emu) == set(rw.asset_ids) and len(rw.asset_ids) == 1
+        assert live_ids(emu) == set()

@@ -127,9 +127,10 @@ class EmulatorTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             # shield keeps the body's pieces flowing to it when the caller is cancelled meanwhile
             # (on asyncio they would be cancelled and the service would wait for them for ever).
             with anyio.CancelScope(shield=True):
-                return await anyio.to_thread.run_sync(
+                response = await anyio.to_thread.run_sync(
                     self._serve, request, lambda: anyio.from_thread.run(_next_piece, pieces)
                 )
+            return response
         finally:
             close = getattr(pieces, "aclose", None)
             if close is not None:
