@@ -1,7 +1,8 @@
 """Request assembly: which items share a request, inline or asset, and what each request sends.
 
 Pure bookkeeping over items (no network): ``groups`` orders sources into requests,
-``plan_group`` decides each item's delivery (``plan.plan_request``), ``deliver_inline``
+``plan_requests`` decides each item's delivery (``plan.plan_request``), splitting a
+group that one request cannot hold into several, ``deliver_inline``
 builds an inline item's data URI, ``attach_asset`` an uploaded item's reference, and
 ``finish_request`` gives a request's items their header and the request record once
 its uploads are over. The sync pipeline, the async client and Ray all call these.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import NVMediaError
+from .errors import NVMediaError, PlanError
 from .items import Item, Request
 from .normalize_stage import release
 from .plan import InlineShare, plan_request
@@ -66,6 +67,48 @@ def plan_group(items: list[Item], settings: Settings) -> None:
         it.delivery = delivery
     for index in plan.promoted:
         media[index].warnings.append("uploaded as an asset to keep the request under --request-limit")
+
+
+def plan_requests(items: list[Item], settings: Settings) -> list[list[Item]]:
+    """Plan one group's items as requests: one, or (``group`` dir or all) several when one cannot hold them.
+
+    Items that need more assets than one request may reference become consecutive
+    requests in input order, each within the limits (a request's inline items still fit
+    its budget, and it takes at most ``max_assets`` assets). With ``group="file"`` a
+    file's pieces always share one request (as before, ``too_many_assets`` when they cannot).
+    """
+    if settings.group == "file" or _fits(items, settings):
+        plan_group(items, settings)
+        return [items]
+    requests: list[list[Item]] = []
+    current: list[Item] = []
+    for item in items:
+        if current and item.ok and not _fits([*current, item], settings):
+            requests.append(current)
+            current = []
+        current.append(item)
+    requests.append(current)
+    for request in requests:
+        plan_group(request, settings)
+    return requests
+
+
+def _fits(items: list[Item], settings: Settings) -> bool:
+    """Whether these items can be planned as one request (within its asset count)."""
+    sizes = [b64_len(it.output.bytes) for it in items if it.ok and it.output is not None]
+    try:
+        plan_request(
+            sizes,
+            mode=settings.mode,
+            inline_limit=settings.effective_inline_limit,
+            request_limit=settings.effective_request_limit,
+            max_assets=settings.profile.max_assets,
+        )
+    except PlanError:
+        return False
+    except NVMediaError:
+        return True  # an item that cannot be sent at all fails in plan_group, whatever the split
+    return True
 
 
 def deliver_inline(item: Item, settings: Settings) -> None:

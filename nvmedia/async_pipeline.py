@@ -29,7 +29,15 @@ import anyio.abc
 import anyio.to_thread
 
 from ._flow import FlowRunner
-from .assembly import deliver_inline_items, finish_request, groups, inline_share, media_per_group, plan_group, to_upload
+from .assembly import (
+    deliver_inline_items,
+    finish_request,
+    groups,
+    inline_share,
+    media_per_group,
+    plan_requests,
+    to_upload,
+)
 from .delivery import Blocking, Delivery, DeliveryStep, UploadKey, upload_flow, upload_key
 from .items import Item, Request
 from .keep import remove_leftovers
@@ -116,7 +124,7 @@ def _plan(
     return _Plan(workdir, sources, [source_size(s) for s in sources], kept, earlier)
 
 
-def _assemble(planned: list[list[Item]], plan: _Plan, settings: Settings) -> tuple[list[Item], list[Request]]:
+def _assemble(planned: list[list[list[Item]]], plan: _Plan, settings: Settings) -> tuple[list[Item], list[Request]]:
     """The records in input order (earlier records kept by ``resume`` in their places); files released."""
     items: list[Item] = []
     requests: list[Request] = []
@@ -127,10 +135,11 @@ def _assemble(planned: list[list[Item]], plan: _Plan, settings: Settings) -> tup
             requests.append(record[1])
 
     request_groups = groups(plan.sources)
-    for indexes, group_items in zip(request_groups, planned, strict=True):
+    for indexes, group_requests in zip(request_groups, planned, strict=True):
         for kept_items in plan.kept.before(plan.sources[indexes[0]].group) if plan.kept is not None else ():
             add(finish_request(kept_items, settings, plan.workdir))
-        add(finish_request(group_items, settings, plan.workdir))
+        for request_items in group_requests:
+            add(finish_request(request_items, settings, plan.workdir))
     for kept_items in plan.kept.before(None) if plan.kept is not None else ():
         add(finish_request(kept_items, settings, plan.workdir))
     return items, requests
@@ -169,7 +178,8 @@ async def _deliver_all(
     limiter: anyio.CapacityLimiter,
     budget: MemoryBudget,
     progress: ProgressFn | None,
-) -> list[list[Item]]:
+) -> list[list[list[Item]]]:
+    """Each group's requests (one, or several when split to fit), their items delivered."""
     sources = plan.sources
     cut = batches(plan.sizes)
     batch_of = [b for b, batch in enumerate(cut) for _ in batch]
@@ -206,7 +216,7 @@ async def _deliver_all(
         if progress is not None:
             progress("upload", counts["upload"], counts["uploads"], item.source)
 
-    planned: list[list[Item]] = []
+    planned: list[list[list[Item]]] = []
 
     async def plan_and_send(tasks: anyio.abc.TaskGroup) -> None:
         for indexes in groups(sources):
@@ -214,10 +224,11 @@ async def _deliver_all(
                 await normalized[b].wait()
             taken = [results[batch_of[i]][i - cut[batch_of[i]].start] for i in indexes]
             items = [piece for it in taken for piece in it.expanded()]
-            plan_group(items, settings)
-            await anyio.to_thread.run_sync(deliver_inline_items, items, settings)
-            planned.append(items)
-            uploads = to_upload(items, settings)
+            requests = plan_requests(items, settings)
+            for request_items in requests:
+                await anyio.to_thread.run_sync(deliver_inline_items, request_items, settings)
+            planned.append(requests)
+            uploads = [it for request_items in requests for it in to_upload(request_items, settings)]
             if uploads:
                 sender.assets()  # no key: a ConfigError now, before anything is sent
                 counts["uploads"] += len(uploads)

@@ -39,7 +39,7 @@ import tenacity
 from ._asset_endpoint import is_loopback_host
 from ._asset_retry import RetryableStatus
 from .assets import parse_retry_after, redact_url, retry_policy
-from .errors import ChatError, ConfigError, NVMediaError
+from .errors import ChatError, ConfigError, NVMediaError, PlanError
 from .option_table import ref
 from .wire import MediaPart, text_part
 
@@ -574,8 +574,13 @@ def prepare_media(sources: Sequence[str], options: MediaOptions, client: Client)
     """Prepare ``sources`` for one request through ``client``, keeping failed inputs as error items.
 
     The one place chat and batch call the preparation front door (``Client.prepare``).
+
+    Raises:
+        PlanError: ``too_many_assets``: the inputs need more assets than one request may reference
+            (``prepare`` splits them into several requests; a chat question is one). What was
+            uploaded is deleted first.
     """
-    return client.prepare(
+    prepared = client.prepare(
         list(sources),
         mode=options.mode,
         profile=options.profile,
@@ -585,6 +590,16 @@ def prepare_media(sources: Sequence[str], options: MediaOptions, client: Client)
         url_allow=options.url_allow,
         on_error="keep",
     )
+    if len(prepared.requests) > 1:
+        assets = sum(1 for it in prepared.items if it.ok and it.delivery == "asset")
+        release(prepared)
+        raise PlanError(
+            f"these inputs need {assets} assets; one request may reference at most "
+            f"{client.settings(profile=options.profile).profile.max_assets}",
+            code="too_many_assets",
+            hint="send fewer files per question, or let more go inline (--mode auto, a higher --inline-limit)",
+        )
+    return prepared
 
 
 def release(prepared: Prepared, *, keep_assets: bool = False) -> list[str]:

@@ -38,11 +38,12 @@ import functools
 import os
 import threading
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from typing_extensions import Unpack
 
@@ -80,6 +81,10 @@ if TYPE_CHECKING:
     from .integrations.openai import Rewritten
     from .resume import EarlierManifest
 
+ASYNC_UPLOADS: Final = 64
+"""Uploads an ``AsyncClient`` has in flight at once, over all its calls: on the event loop they cost
+no thread, only a connection (httpx's pool holds up to 100)."""
+
 Sources = SourceLike | Sequence[SourceLike]
 """A path, folder, ``bytes`` or binary file object, or a list of them."""
 Record = tuple[list[Item], Request | None]
@@ -92,29 +97,41 @@ def source_list(sources: Sources) -> list[SourceLike]:
     return list(sources)
 
 
-def _made_from(kind: type[_ClientBase], configuration: dict[str, Any]) -> _ClientBase:
+def _made_from(kind: type[_ClientBase[Any, Any]], configuration: dict[str, Any]) -> _ClientBase[Any, Any]:
     return kind(**configuration)
 
 
-class _ClientBase:
-    """What both clients hold: configuration, the asset cache, the known assets, the memory budget."""
+HttpT = TypeVar("HttpT")
+AssetsT = TypeVar("AssetsT")
+
+
+class _ClientBase(ABC, Generic[HttpT, AssetsT]):
+    """What both clients hold: configuration, the asset cache, the known assets, the memory budget.
+
+    The arguments are described in ``Client``; ``HttpT`` is the kind of ``http_client`` taken
+    (``httpx.Client`` or ``httpx.AsyncClient``), ``AssetsT`` the asset client made over it.
+    """
 
     def __init__(
         self,
         *,
-        api_key: str | None,
-        assets_url: str | None,
-        profile: ProfileLike,
-        cache: bool,
-        cache_dir: str | os.PathLike[str] | None,
-        jobs: int | None,
-        pool: PoolKind,
-        allow_insecure_http: bool,
-        max_memory: int | str | None,
-        output_cache: bool | int | str,
-        timeout: float | None,
-        description: str,
+        api_key: str | None = None,
+        assets_url: str | None = None,
+        profile: ProfileLike = None,
+        cache: bool = True,
+        cache_dir: str | os.PathLike[str] | None = None,
+        http_client: HttpT | None = None,
+        jobs: int | None = None,
+        pool: PoolKind = "thread",
+        allow_insecure_http: bool = False,
+        max_memory: int | str | None = None,
+        output_cache: bool | int | str = True,
+        timeout: float | None = None,
+        description: str = DEFAULT_DESCRIPTION,
     ) -> None:
+        self._check_pool(pool)
+        self._http_client = http_client
+        self._assets: AssetsT | None = None
         key = api_key if api_key is not None else env_api_key()
         self._api_key = (key or "").strip() or None
         self._given_url = assets_url or env_assets_url()
@@ -190,6 +207,28 @@ class _ClientBase:
 
     # -- what every call needs ------------------------------------------------------------------------------
 
+    def _check_pool(self, pool: PoolKind) -> None:
+        """Refuse a worker pool this kind of client cannot run on (checked before anything else)."""
+
+    @abstractmethod
+    def _asset_client_type(self) -> Callable[..., AssetsT]:
+        """The asset client class this kind of client sends through."""
+
+    def _asset_client(self) -> AssetsT:
+        """The asset client over the connection pool, made on first use (``ConfigError`` when no key is set)."""
+        key = self._need_key()
+        with self._lock:
+            self._check_open()
+            if self._assets is None:
+                self._assets = self._asset_client_type()(
+                    api_key=key,
+                    base_url=self.assets_url,
+                    http_client=self._http_client,
+                    timeout=self._timeout,
+                    allow_insecure_http=self._allow_insecure_http,
+                )
+            return self._assets
+
     def _check_open(self) -> None:
         if self._closed:
             raise ConfigError(
@@ -254,7 +293,7 @@ class _ClientBase:
             self._asset_cache.close()
 
 
-class Client(_ClientBase):
+class Client(_ClientBase["httpx.Client", "AssetClient"]):
     """The synchronous front door: prepare media with one configuration, pools and caches reused by every call.
 
     Args:
@@ -284,60 +323,16 @@ class Client(_ClientBase):
         ...         prep.content, prep.headers
     """
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        assets_url: str | None = None,
-        profile: ProfileLike = None,
-        cache: bool = True,
-        cache_dir: str | os.PathLike[str] | None = None,
-        http_client: httpx.Client | None = None,
-        jobs: int | None = None,
-        pool: PoolKind = "thread",
-        allow_insecure_http: bool = False,
-        max_memory: int | str | None = None,
-        output_cache: bool | int | str = True,
-        timeout: float | None = None,
-        description: str = DEFAULT_DESCRIPTION,
-    ) -> None:
-        super().__init__(
-            api_key=api_key,
-            assets_url=assets_url,
-            profile=profile,
-            cache=cache,
-            cache_dir=cache_dir,
-            jobs=jobs,
-            pool=pool,
-            allow_insecure_http=allow_insecure_http,
-            max_memory=max_memory,
-            output_cache=output_cache,
-            timeout=timeout,
-            description=description,
-        )
-        self._http_client = http_client
-        self._assets: AssetClient | None = None
-        self._normalize_pool: ThreadPoolExecutor | None = None
-        self._upload_pool: ThreadPoolExecutor | None = None
+    _http_client: httpx.Client | None
+    _normalize_pool: ThreadPoolExecutor | None = None
+    _upload_pool: ThreadPoolExecutor | None = None
 
     # -- resources, created on first use ---------------------------------------------------------------------
 
-    def _asset_client(self) -> AssetClient:
-        """The asset client over the connection pool (``ConfigError`` when no key is set)."""
-        key = self._need_key()
-        with self._lock:
-            self._check_open()
-            if self._assets is None:
-                from .assets import AssetClient
+    def _asset_client_type(self) -> Callable[..., AssetClient]:
+        from .assets import AssetClient
 
-                self._assets = AssetClient(
-                    api_key=key,
-                    base_url=self.assets_url,
-                    http_client=self._http_client,
-                    timeout=self._timeout,
-                    allow_insecure_http=self._allow_insecure_http,
-                )
-            return self._assets
+        return AssetClient
 
     def _store_for_calls(self) -> AssetStore:
         return self._asset_store(lambda: self._asset_client().list())
@@ -633,7 +628,7 @@ def inspect_items(sources: list[SourceLike], settings: Settings) -> Iterator[Ite
         yield from items
 
 
-class AsyncClient(_ClientBase):
+class AsyncClient(_ClientBase["httpx.AsyncClient", "AsyncAssetClient"]):
     """The asynchronous front door: the same configuration as ``Client``, on ``httpx.AsyncClient``.
 
     ``prepare`` returns a call that is both awaitable and an async context manager:
@@ -654,60 +649,19 @@ class AsyncClient(_ClientBase):
         ...         await openai.chat.completions.create(..., extra_headers=prep.headers)
     """
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        assets_url: str | None = None,
-        profile: ProfileLike = None,
-        cache: bool = True,
-        cache_dir: str | os.PathLike[str] | None = None,
-        http_client: httpx.AsyncClient | None = None,
-        jobs: int | None = None,
-        pool: PoolKind = "thread",
-        allow_insecure_http: bool = False,
-        max_memory: int | str | None = None,
-        output_cache: bool | int | str = True,
-        timeout: float | None = None,
-        description: str = DEFAULT_DESCRIPTION,
-    ) -> None:
+    _http_client: httpx.AsyncClient | None
+    _limiters: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = None
+
+    def _check_pool(self, pool: PoolKind) -> None:
         if pool != "thread":
             raise ConfigError(
                 f"the AsyncClient normalizes on threads, not {pool!r}", hint=f"pass {ref('pool', 'thread')}"
             )
-        super().__init__(
-            api_key=api_key,
-            assets_url=assets_url,
-            profile=profile,
-            cache=cache,
-            cache_dir=cache_dir,
-            jobs=jobs,
-            pool=pool,
-            allow_insecure_http=allow_insecure_http,
-            max_memory=max_memory,
-            output_cache=output_cache,
-            timeout=timeout,
-            description=description,
-        )
-        self._http_client = http_client
-        self._assets: AsyncAssetClient | None = None
-        self._limiters: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = None
 
-    def _asset_client(self) -> AsyncAssetClient:
-        key = self._need_key()
-        with self._lock:
-            self._check_open()
-            if self._assets is None:
-                from .assets import AsyncAssetClient
+    def _asset_client_type(self) -> Callable[..., AsyncAssetClient]:
+        from .assets import AsyncAssetClient
 
-                self._assets = AsyncAssetClient(
-                    api_key=key,
-                    base_url=self.assets_url,
-                    http_client=self._http_client,
-                    timeout=self._timeout,
-                    allow_insecure_http=self._allow_insecure_http,
-                )
-            return self._assets
+        return AsyncAssetClient
 
     def _store_for_calls(self) -> AssetStore:
         import anyio.from_thread
@@ -722,13 +676,8 @@ class AsyncClient(_ClientBase):
         """How many normalizations and uploads run at once (made in the event loop, on first use)."""
         import anyio
 
-        from .pipeline import upload_threads
-
         if self._limiters is None:
-            self._limiters = (
-                anyio.CapacityLimiter(self._config.jobs),
-                anyio.CapacityLimiter(upload_threads(self._config.jobs)),
-            )
+            self._limiters = (anyio.CapacityLimiter(self._config.jobs), anyio.CapacityLimiter(ASYNC_UPLOADS))
         return self._limiters
 
     async def _delete_many(self, asset_ids: Collection[str]) -> DeleteReport:
@@ -758,7 +707,12 @@ class AsyncClient(_ClientBase):
 
         self._check_open()
         settings = self._settings(opts)
-        store = None if settings.dry_run else self._store_for_calls()
+        store = None
+        if not settings.dry_run:
+            # SQLite and httpx's TLS set-up (and their first imports) take tens of ms: off the loop.
+            store = await anyio.to_thread.run_sync(self._store_for_calls)
+            if self._api_key is not None:
+                await anyio.to_thread.run_sync(self._asset_client)
         keep_assets = bool(opts.get("keep_assets", False))
         delivery = self._delivery("block" if owner == "block" and not keep_assets else "pending", store)
         normalize_limit, upload_limit = self._capacity()

@@ -30,13 +30,12 @@ from typing import TYPE_CHECKING, Any
 from . import signals
 from ._flow import FlowRunner
 from .assembly import (
-    deliver_inline,
     deliver_inline_items,
     finish_request,
     groups,
     inline_share,
     media_per_group,
-    plan_group,
+    plan_requests,
     salvage,
     to_upload,
 )
@@ -233,12 +232,14 @@ def run(
                         for i in indexes:
                             taken[i] = take(i)
                         items = [piece for i in indexes for piece in taken[i].expanded()]
-                        plan_group(items, settings)
-                        deliver_inline_items(items, settings)
-                        started: list[Future[None]] = []
-                        pending.append((items, started))
+                        requests = plan_requests(items, settings)
+                        for request_items in requests:
+                            deliver_inline_items(request_items, settings)
+                        starts: list[tuple[list[Item], list[Future[None]]]] = [(r, []) for r in requests]
+                        pending.extend(starts)
                         unplanned = position + 1
-                        started.extend(uploads.start(to_upload(items, settings)))
+                        for request_items, started in starts:
+                            started.extend(uploads.start(to_upload(request_items, settings)))
                         yield from _ready(pending, lookahead, settings, workdir)
                     for kept_items in kept.before(None) if kept is not None else ():
                         pending.append((kept_items, []))
@@ -263,11 +264,9 @@ def run(
                         for kept_items in kept.before(sources[indexes[0]].group) if kept is not None else ():
                             yield _salvage(kept_items, [], settings, workdir)
                         items = [piece for it in done_items if it is not None for piece in it.expanded()]
-                        plan_group(items, settings)
-                        for it in items:
-                            if it.ok and it.delivery == "inline":
-                                deliver_inline(it, settings)
-                        yield _salvage(items, [], settings, workdir)
+                        for request_items in plan_requests(items, settings):
+                            deliver_inline_items(request_items, settings)
+                            yield _salvage(request_items, [], settings, workdir)
                     # The earlier manifest's records still ahead were complete: an interrupted
                     # --resume run keeps them too, so its manifest never holds less than before.
                     for kept_items in kept.before(None) if kept is not None else ():

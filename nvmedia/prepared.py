@@ -53,7 +53,9 @@ class Prepared:
 
     Attributes:
         items: per-input results (the manifest's item records as objects), in input order.
-        requests: per-request results (one for the library's default ``group="all"``).
+        requests: per-request results: one for the library's default ``group="all"``, or several
+            when the inputs need more assets than one request may reference (split in input order;
+            ``message()`` then refuses, and ``content``/``headers`` span all of them).
 
     Example:
         >>> with client.prepare(["cat.heic", "talk.flac"]) as prep:  # doctest: +SKIP
@@ -130,7 +132,18 @@ class Prepared:
         return self._delivery.owner
 
     def message(self, text: str | None = None, *, role: str = "user") -> dict[str, Any]:
-        """A chat message: ``{"role": "user", "content": [text part, *content]}``."""
+        """A chat message: ``{"role": "user", "content": [text part, *content]}``.
+
+        Raises:
+            ConfigError: the inputs were split into several requests (more assets than one request
+                may reference): build one message per entry of ``Prepared.requests`` instead.
+        """
+        if len(self.requests) > 1:
+            raise ConfigError(
+                f"these inputs were split into {len(self.requests)} requests (one request may reference at most "
+                "10 assets), so they do not fit one message: see Prepared.requests",
+                hint="send one message per request: each of Prepared.requests has its content and headers",
+            )
         content: list[Any] = [text_part(text)] if text else []
         content.extend(self.content)
         return {"role": role, "content": content}

@@ -54,7 +54,7 @@ def noise_wavs(folder: Path, count: int) -> list[Path]:
     folder.mkdir(exist_ok=True)
     paths = []
     for i in range(count):
-        path = folder / f"memo{i}.wav"
+        path = folder / f"memo{i:02d}.wav"
         with wave.open(str(path), "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)
@@ -356,3 +356,36 @@ async def test_async_client_rewrite_messages_deletes_at_the_end_of_its_block(emu
         async with rw:
             assert live_ids(emu) == set(rw.asset_ids) and len(rw.asset_ids) == 1
         assert live_ids(emu) == set()
+
+
+# -- requests split to fit ------------------------------------------------------------------------------------------
+
+
+def test_group_all_over_ten_assets_becomes_several_requests_in_input_order(
+    client: nvmedia.Client, emu: NVCFEmulator, tmp_path: Path
+) -> None:
+    wavs = noise_wavs(tmp_path / "w", 12)
+    prep = client.prepare(wavs, group="all", mode="asset")
+    assert [len(r.sources) for r in prep.requests] == [10, 2]
+    assert [s for r in prep.requests for s in r.sources] == [str(w) for w in wavs]
+    for request in prep.requests:
+        ids = request.headers["NVCF-INPUT-ASSET-REFERENCES"].split(",")
+        assert len(ids) == len(request.sources) and set(ids) <= live_ids(emu)
+    assert all(it.status == "ok" for it in prep.items)
+    with pytest.raises(ConfigError, match=r"2 requests.*Prepared\.requests"):
+        prep.message("Describe these.")
+
+
+def test_cli_group_all_over_ten_assets_writes_a_request_record_per_ten(tmp_path: Path) -> None:
+    from nvmedia.cli import main
+
+    wavs = noise_wavs(tmp_path / "w", 11)
+    out = tmp_path / "m.jsonl"
+    with NVCFEmulator() as emu:
+        args = ["prepare", str(tmp_path / "w"), "--group", "all", "--no-cache", "-o", str(out)]
+        assert main([*args, "--assets-url", emu.assets_url, "--api-key", KEY]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["type"] for r in records] == ["item"] * 10 + ["request", "item", "request"]
+    assert [Path(r["source"]).name for r in records if r["type"] == "item"] == [w.name for w in wavs]
+    assert len(records[10]["sources"]) == 10 and len(records[12]["sources"]) == 1
+    assert records[11]["headers"] == records[12]["headers"] == {"NVCF-INPUT-ASSET-REFERENCES": records[11]["asset_id"]}

@@ -168,15 +168,16 @@ def _manifest(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_eleven_large_files_in_one_request_are_too_many_assets(tmp_path: Path) -> None:
+def test_eleven_large_files_in_group_all_are_planned_as_two_requests_not_refused(tmp_path: Path) -> None:
     folder = tmp_path / "clips"
     folder.mkdir()
     for i in range(11):
         shutil.copy(LARGE, folder / f"take{i:02}.wav")
     out = tmp_path / "m.jsonl"
-    assert main(["prepare", str(folder), "--group", "all", "--dry-run", "-o", str(out)]) == 1
+    assert main(["prepare", str(folder), "--group", "all", "--dry-run", "-o", str(out)]) == 0
     records = _manifest(out)
-    assert {r["error"]["code"] for r in records if r["type"] == "item"} == {"too_many_assets"}  # type: ignore[index]
+    assert [r["type"] for r in records] == ["item"] * 10 + ["request", "item", "request"]
+    assert {r["status"] for r in records if r["type"] == "item"} == {"ok"}
 
 
 def test_group_dir_writes_request_records_after_each_group(emu: NVCFEmulator, tmp_path: Path) -> None:

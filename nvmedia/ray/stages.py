@@ -33,17 +33,17 @@ except ImportError as exc:
 
     raise missing_ray(exc) from None
 
-from ..assembly import attach_asset, inline_share
+from ..assembly import attach_asset, deliver_inline, inline_share, plan_group
 from ..client import Client
 from ..errors import InputError, MediaError, NVMediaError
 from ..items import Item
 from ..keep import KeptName
 from ..memory import MemoryBudget
 from ..normalize_stage import normalize_source
-from ..plan import InlineShare, plan_request
+from ..plan import InlineShare
 from ..settings import Settings
 from ..sources import Source
-from ..wire import asset_headers, b64_len, b64encode, inline_uri, media_part, tag
+from ..wire import asset_headers
 from ..workers import read_test_hooks
 from .records import RECORD_COLUMNS, RECORD_SCHEMA, record_to_row
 
@@ -104,12 +104,12 @@ def normalize_batch(
         with tempfile.TemporaryDirectory(prefix="nvmedia-ray-") as tmp:
             item = _prepare_one(row, settings, filesystem, Path(tmp), fit_chars, budget, names)
             items = item.expanded()
-            _plan(items, settings)
+            plan_group(items, settings)
             payloads: list[bytes | None] = []
             for it in items:
                 payload = None
                 if it.ok and it.delivery == "inline":
-                    _deliver_inline(it, settings)
+                    deliver_inline(it, settings)
                 elif it.ok and it.delivery == "asset" and not settings.dry_run:
                     assert it.output_path is not None
                     payload = it.output_path.read_bytes()
@@ -277,39 +277,6 @@ def _optional(batch: pa.Table, name: str) -> list[Any] | None:
 def _fit_chars(settings: Settings) -> InlineShare | None:
     """Each source is its own request on Ray (``--group file``): the whole request budget is its own."""
     return inline_share(settings, 1)
-
-
-def _plan(items: list[Item], settings: Settings) -> None:
-    """Inline or asset for one source's items (its pieces share one request)."""
-    media = [it for it in items if it.ok]
-    if not media:
-        return
-    sizes = [b64_len(it.output.bytes) for it in media if it.output is not None]
-    try:
-        plan = plan_request(
-            sizes,
-            mode=settings.mode,
-            inline_limit=settings.effective_inline_limit,
-            request_limit=settings.effective_request_limit,
-            max_assets=settings.profile.max_assets,
-        )
-    except NVMediaError as exc:
-        for it in media:
-            it.fail(exc)
-        return
-    for it, delivery in zip(media, plan.deliveries, strict=True):
-        it.delivery = delivery
-    for index in plan.promoted:
-        media[index].warnings.append("uploaded as an asset to keep the request under --request-limit")
-
-
-def _deliver_inline(item: Item, settings: Settings) -> None:
-    assert item.output is not None and item.output_path is not None and item.kind is not None
-    b64 = b64encode(item.output_path.read_bytes())
-    url = inline_uri(item.output.mime, b64)
-    item.delivery = "inline"
-    item.part = media_part(item.kind, item.output.mime, url, audio_part=settings.audio_part, b64=b64)
-    item.tag = tag(item.kind, url)
 
 
 # -- both stages ------------------------------------------------------------------------------------
