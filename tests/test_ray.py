@@ -190,6 +190,20 @@ def test_prepare_dataset_of_paths_and_of_bytes_gives_item_records(small_folder: 
             assert record["part"] == expected["part"]
 
 
+def test_prepare_dataset_of_bytes_uploads_as_the_readme_shows(small_folder: Path, emu: NVCFEmulator) -> None:
+    # README's own example: read_binary_files(..., include_paths=True), column="bytes", uploads on.
+    files = [small_folder / "a.png", small_folder / "c.mp3"]
+    ds = ray.data.read_binary_files([str(p) for p in files], include_paths=True)
+    rows = nvmedia.ray.prepare_dataset(
+        ds, column="bytes", mode="asset", job="bytes-job", assets_url=emu.assets_url, api_key=KEY, cache=False
+    ).take_all()
+    assert set(rows[0]) == {"path", *RECORD_COLUMNS}
+    records = [row_to_record(row) for row in rows]
+    assert sorted(Path(r["source"]).name for r in records) == ["a.png", "c.mp3"]
+    assert all(r["status"] == "ok" and r["delivery"] == "asset" for r in records), records
+    assert sorted(a.asset_id for a in emu.assets(KEY)) == sorted(r["asset_id"] for r in records)
+
+
 def test_paths_as_uris_are_read_through_pyarrow_and_a_missing_one_is_not_found(tmp_path: Path) -> None:
     uri = (CORPUS / "pillow__hopper.png").as_uri()
     ghost = (tmp_path / "ghost.png").as_uri()

@@ -264,7 +264,6 @@ def build(
         fn_constructor_kwargs={
             "settings": settings,
             "registry": _REGISTRIES[job],
-            "column": column,
             "output": output,
             "uploads": uploads_per_node,
         },
