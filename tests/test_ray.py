@@ -456,6 +456,28 @@ def test_emulator_round_trip_on_ray_with_faults_leaves_no_asset_after_cleanup(
     assert emu.assets(KEY) == []
 
 
+def test_a_job_references_only_its_own_assets_so_deleting_another_job_breaks_nothing(
+    small_folder: Path, tmp_path: Path, emu: NVCFEmulator, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("NVMEDIA_CACHE_DIR", str(tmp_path / "cache"))  # the asset-id cache on, as users have it
+    args = [str(small_folder / "a.png"), "--engine", "ray", "--mode", "asset", "--assets-url", emu.assets_url,
+            "--api-key", KEY]  # fmt: skip
+    jobs, ids = [], []
+    for run in ("a", "b"):
+        capsys.readouterr()
+        code, records = run_prepare(args, tmp_path / f"{run}.jsonl")
+        found = re.search(r"Ray job (\S+):", capsys.readouterr().err)
+        assert code == 0 and found is not None
+        jobs.append(found.group(1))
+        ids.append(records[0]["asset_id"])
+    assert ids[0] != ids[1]  # job b uploaded its own copy instead of reusing job a's
+    assert main(["assets", "--assets-url", emu.assets_url, "--api-key", KEY, "delete", "--job", jobs[0]]) == 0
+    assert [a.asset_id for a in emu.assets(KEY)] == [ids[1]]  # job b's manifest still holds
+    assert main(["assets", "--assets-url", emu.assets_url, "--api-key", KEY, "delete", "--job", jobs[1]]) == 0
+    assert emu.assets(KEY) == []
+
+
 def test_uploads_are_bounded_per_node_and_the_same_content_is_uploaded_once_per_job(
     tmp_path: Path, emu: NVCFEmulator
 ) -> None:

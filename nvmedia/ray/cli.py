@@ -97,7 +97,7 @@ def run_on_ray(
             emulate=False,
             assets_url=delivery.assets_url,
             api_key=delivery.api_key,
-            use_cache=settings.use_cache and not settings.emulate,
+            use_cache=False,  # a job references only its own assets (dedupe is per job): see prepare_dataset
             cache_dir=workers_cache_dir(settings.cache_dir),
             keep=settings.keep.absolute() if settings.keep is not None else None,  # workers move to this cwd
             description=job_description(job),
