@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .errors import ConfigError, NVMediaError
+from .names import shown
 
 if TYPE_CHECKING:
     from .batch import Unit
@@ -211,7 +212,7 @@ def _error_line(exc: NVMediaError, prefix: str = "") -> str:
     line = f"nvmedia: error: {prefix}{exc.message}"
     if exc.hint:
         line += f" ({exc.hint})"
-    return line.replace("\n", " ")
+    return shown(line)
 
 
 def _params(args: argparse.Namespace) -> ChatParams:
@@ -455,7 +456,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                         progress.clear()
                     error = record["error"]
                     print(
-                        f"nvmedia: error: {', '.join(unit.sources)}: {error['code']}: {error['message']}",
+                        shown(f"nvmedia: error: {', '.join(unit.sources)}: {error['code']}: {error['message']}"),
                         file=sys.stderr,
                     )
 
