@@ -429,7 +429,7 @@ def _summary(counts: dict[str, int], resumed: int, elapsed: float, output: str, 
 
 def cmd_batch(args: argparse.Namespace) -> int:
     """``nvmedia batch PROMPT PATH... -o answers.jsonl``."""
-    from .batch import AnswerFile, BatchSettings, plan_units, run_batch
+    from .batch import AnswerFile, BatchSettings, asked, plan_units, run_batch
 
     started = time.monotonic()
     try:
@@ -439,8 +439,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
         units = plan_units(paths, prompt=prompt, prompts=prompts, group=args.group)
         params = _params(args)
         with _endpoint(args) as (client, media):
+            asked_now = {unit.key: asked(unit.prompt, params) for unit in units if unit.skip_reason is None}
             answers = AnswerFile(
-                None if args.output == "-" else Path(args.output), resume=args.resume, stream=sys.stdout
+                None if args.output == "-" else Path(args.output),
+                resume=args.resume,
+                stream=sys.stdout,
+                asked_now=asked_now,
             )
             todo = [unit for unit in units if unit.key not in answers.done]
             counts = {"ok": 0, "skipped": 0, "error": 0}

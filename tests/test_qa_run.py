@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from support import CORPUS
 
 from nvmedia.cli import main
+from nvmedia.testing import NVCFEmulator
 
 HOPPER = CORPUS / "pillow__hopper.png"
 BROKEN = CORPUS / "pillow__truncated_image.png"
@@ -64,9 +66,7 @@ def test_control_characters_in_names_are_escaped_on_stderr_one_line_per_error(
     assert not any(c in "".join(lines) for c in "\t\x1b\r")
 
 
-def test_control_characters_in_names_are_escaped_by_inspect(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_control_characters_in_names_are_escaped_by_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = _names_with_control_characters(tmp_path)
     code = main(["inspect", str(folder / "bad\nname.png")])
     out = capsys.readouterr().out
@@ -84,3 +84,78 @@ def test_control_characters_in_names_are_escaped_in_batch_error_lines(
     lines = capsys.readouterr().err.splitlines()
     assert code == 1 and len(lines) == 2
     assert lines[0].startswith(f"nvmedia: error: {folder}/bad\\nname.png: corrupt_media: bad\\nname.png: ")
+
+
+# -- #5: batch --resume and what shaped an answer ---------------------------------------------------------------
+
+
+@pytest.fixture
+def emu() -> Iterator[NVCFEmulator]:
+    with NVCFEmulator() as emulator:
+        yield emulator
+
+
+def endpoint(emu: NVCFEmulator) -> list[str]:
+    return ["--base-url", f"{emu.base_url}/v1", "--assets-url", emu.assets_url, "--api-key", KEY]
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(HOPPER, folder / "portrait.png")
+    shutil.copy(CORPUS / "pillow__flower.jpg", folder / "flower.jpg")
+    return folder
+
+
+def test_batch_resume_refuses_answers_asked_with_another_prompt_model_or_parameters(
+    emu: NVCFEmulator, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "answers.jsonl"
+    first = ["batch", "Describe this photo.", str(photos), "-o", str(out), *endpoint(emu)]
+    assert main(first) == 0
+    capsys.readouterr()
+    answered = out.read_text(encoding="utf-8")
+    asked = [r["asked"] for r in records(out)]
+    assert all(a["model"] == "nvidia/nemotron-3-nano-omni-30b-a3b-reasoning" and a["max_tokens"] is None for a in asked)
+    assert len({a["prompt_sha256"] for a in asked}) == 1 and "Describe" not in json.dumps(asked)
+
+    other_prompt = ["batch", "How many people are in this photo?", str(photos), "-o", str(out), *endpoint(emu)]
+    assert main([*other_prompt, "--resume"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("nvmedia: error: --resume: 2 answers in ") and "another prompt" in err[0]
+
+    assert main([*first, "--resume", "-m", "some/other-model", "--max-tokens", "5", "--temperature", "0.2"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "--model (nvidia/nemotron-3-nano-omni-30b-a3b-reasoning, now some/other-model)" in line
+    assert "--max-tokens (none, now 5)" in line and "--temperature (none, now 0.2)" in line
+    assert "prompt" not in line.split("(")[0]
+    assert out.read_text(encoding="utf-8") == answered  # nothing lost, nothing rewritten
+    uploads = emu.upload_count
+
+    assert main([*first, "--resume"]) == 0
+    assert "0 requests: 0 answered, 0 skipped, 0 errors; 2 already answered (--resume)" in capsys.readouterr().err
+    assert emu.upload_count == uploads
+
+
+def test_batch_resume_with_per_input_prompts_refuses_only_when_a_prompt_changed(
+    emu: NVCFEmulator, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, prompts = tmp_path / "answers.jsonl", tmp_path / "prompts.jsonl"
+
+    def write_prompts(flower: str) -> None:
+        lines = [
+            {"source": "photos/portrait.png", "prompt": "Who is it?"},
+            {"source": "photos/flower.jpg", "prompt": flower},
+        ]
+        prompts.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+
+    write_prompts("Which flower?")
+    args = ["batch", "--prompt-file", str(prompts), "-o", str(out), *endpoint(emu)]
+    assert main(args) == 0
+    assert main([*args, "--resume"]) == 0
+    capsys.readouterr()
+    write_prompts("What colour is it?")
+    assert main([*args, "--resume"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "1 answer in " in line and "another prompt" in line
