@@ -12,7 +12,7 @@ they are kept.
 ``AnswerFile`` writes the records as JSON Lines as they come, flushed line by
 line, so an interrupted run keeps what it had answered and ``--resume``
 continues it: answered (``ok``) and ``skipped`` records are kept, failed ones
-are asked again, and the finished file is put back in input order. Each answer
+(and groups sent without an input that failed) are asked again, and the finished file is put back in input order. Each answer
 record carries what shaped it (``asked``: the prompt's SHA-256, the model and the
 sampling parameters); ``--resume`` refuses a file whose answers were asked
 differently, naming each difference, rather than keep answers to another question.
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 RECORD_TYPE: Final = "answer"
 _WAKE_S: Final = 0.25
 DONE_STATUSES: Final = frozenset({"ok", "skipped"})
-"""Record statuses ``--resume`` keeps; inputs whose record has another status are asked again."""
+"""Record statuses ``--resume`` keeps (unless inputs of the request ``failed``); the rest are asked again."""
 
 
 @dataclass(frozen=True)
@@ -459,7 +459,9 @@ class AnswerFile:
             return
         if resume:
             for record in read_records(target):
-                if record.get("status") in DONE_STATUSES and _key(record) not in self.done:
+                # A group sent without some of its inputs is not answered yet: ask it again whole.
+                done = record.get("status") in DONE_STATUSES and not record.get("failed")
+                if done and _key(record) not in self.done:
                     self.done.add(_key(record))
                     self._kept.append(record)
             if asked_now is not None:

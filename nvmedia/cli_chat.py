@@ -414,11 +414,13 @@ def _batch_inputs(args: argparse.Namespace) -> tuple[str | None, dict[str, str] 
 
 def _summary(counts: dict[str, int], resumed: int, elapsed: float, output: str, interrupted: bool) -> str:
     total = counts["ok"] + counts["skipped"] + counts["error"]
-    errors = counts["error"]
+    errors, left_out = counts["error"], counts["failed_inputs"]
     text = (
         f"{total} request{'s' if total != 1 else ''}: {counts['ok']} answered, {counts['skipped']} skipped, "
         f"{errors} error{'s' if errors != 1 else ''}"
     )
+    if left_out:
+        text += f"; {left_out} input{'s' if left_out != 1 else ''} failed (left out of {'its' if left_out == 1 else 'their'} request)"
     if resumed:
         text += f"; {resumed} already answered (--resume)"
     text += f"; {elapsed:.1f} s"
@@ -447,7 +449,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 asked_now=asked_now,
             )
             todo = [unit for unit in units if unit.key not in answers.done]
-            counts = {"ok": 0, "skipped": 0, "error": 0}
+            counts = {"ok": 0, "skipped": 0, "error": 0, "failed_inputs": 0}
             progress = _BatchProgress(sys.stderr, len(todo)) if sys.stderr.isatty() else None
 
             def on_record(unit: Unit, record: dict[str, Any]) -> None:
@@ -455,14 +457,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 counts[record["status"]] += 1
                 if progress is not None:
                     progress.record(unit, record["status"])
-                if record["status"] == "error":
-                    if progress is not None:
-                        progress.clear()
-                    error = record["error"]
-                    print(
-                        shown(f"nvmedia: error: {', '.join(unit.sources)}: {error['code']}: {error['message']}"),
-                        file=sys.stderr,
-                    )
+                # One line per failure: the request's, and each input a group was sent without.
+                failures = [(", ".join(unit.sources), record["error"])] if record["status"] == "error" else []
+                failures += [(entry["source"], entry["error"]) for entry in record.get("failed", ())]
+                counts["failed_inputs"] += len(record.get("failed", ()))
+                if failures and progress is not None:
+                    progress.clear()
+                for where, error in failures:
+                    print(shown(f"nvmedia: error: {where}: {error['code']}: {error['message']}"), file=sys.stderr)
 
             def on_stopping(in_flight: int) -> None:
                 if progress is not None:
@@ -493,4 +495,4 @@ def cmd_batch(args: argparse.Namespace) -> int:
     except NVMediaError as exc:
         print(_error_line(exc), file=sys.stderr)
         return EXIT_ERROR
-    return EXIT_ERROR if counts["error"] else EXIT_OK
+    return EXIT_ERROR if counts["error"] or counts["failed_inputs"] else EXIT_OK

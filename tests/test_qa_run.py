@@ -159,3 +159,32 @@ def test_batch_resume_with_per_input_prompts_refuses_only_when_a_prompt_changed(
     assert main([*args, "--resume"]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert "1 answer in " in line and "another prompt" in line
+
+
+# -- #18: a failing input of a group --------------------------------------------------------------------------
+
+
+def test_batch_group_reports_a_failing_input_counts_it_and_resume_asks_the_group_again(
+    emu: NVCFEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "g"
+    folder.mkdir()
+    shutil.copy(HOPPER, folder / "hopper.png")
+    shutil.copy(BROKEN, folder / "broken.png")
+    (folder / "notes.txt").write_text("not media\n")
+    out = tmp_path / "b.jsonl"
+    args = ["batch", "Describe.", str(folder), "--group", "all", "-o", str(out), *endpoint(emu)]
+    assert main(args) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[0].startswith(f"nvmedia: error: {folder}/broken.png: corrupt_media: broken.png: ")
+    assert err[1].startswith("2 requests: 1 answered, 1 skipped, 0 errors; 1 input failed (left out of its request);")
+    (group,) = [r for r in records(out) if r["status"] == "ok"]
+    assert group["answer"].startswith("received 1 image") and len(group["failed"]) == 1
+
+    shutil.copy(CORPUS / "pillow__flower.jpg", folder / "broken.png")  # mended (a JPEG under a .png name)
+    assert main([*args, "--resume"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("1 request: 1 answered, 0 skipped, 0 errors; 1 already answered")
+    (group,) = [r for r in records(out) if r["status"] == "ok"]
+    assert group["answer"].startswith("received 2 images") and "failed" not in group
