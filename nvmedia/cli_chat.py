@@ -3,7 +3,7 @@
 Only argparse loads when the parsers are built; the chat client, the pipeline
 and the emulator load when a command runs. Exit status: 0 when every request
 was answered, 1 when one failed (a clear line on stderr says why), 2 for a
-usage or configuration error, 130 when interrupted.
+usage or configuration error, 130 when interrupted by Ctrl-C (SIGINT), 143 by SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .errors import ConfigError, NVMediaError
 from .names import shown
+from .signals import interrupt_on_signals
 
 if TYPE_CHECKING:
     from .batch import Unit
@@ -315,7 +316,12 @@ def _read_prompt(text: str) -> str:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    """``nvmedia chat PROMPT [FILE|URL ...]``."""
+    """``nvmedia chat PROMPT [FILE|URL ...]``; SIGTERM, like Ctrl-C, still deletes the uploaded assets."""
+    with interrupt_on_signals():
+        return _chat(args)
+
+
+def _chat(args: argparse.Namespace) -> int:
     from .chat import ask
 
     def warn(message: str) -> None:
@@ -430,7 +436,12 @@ def _summary(counts: dict[str, int], resumed: int, elapsed: float, output: str, 
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    """``nvmedia batch PROMPT PATH... -o answers.jsonl``."""
+    """``nvmedia batch PROMPT PATH... -o answers.jsonl``; SIGTERM, like Ctrl-C, lets the requests in flight finish."""
+    with interrupt_on_signals():
+        return _batch(args)
+
+
+def _batch(args: argparse.Namespace) -> int:
     from .batch import AnswerFile, BatchSettings, asked, plan_units, run_batch
 
     started = time.monotonic()

@@ -7,14 +7,18 @@ emulator over loopback) and pins the behaviour that replaced it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from chat_server import Exchange, chat_server
 from support import CORPUS
 
 from nvmedia.cli import main
@@ -188,3 +192,74 @@ def test_batch_group_reports_a_failing_input_counts_it_and_resume_asks_the_group
     assert len(err) == 1 and err[0].startswith("1 request: 1 answered, 0 skipped, 0 errors; 1 already answered")
     (group,) = [r for r in records(out) if r["status"] == "ok"]
     assert group["answer"].startswith("received 2 images") and "failed" not in group
+
+
+# -- #6: SIGTERM to chat and batch ------------------------------------------------------------------------------
+
+
+def _without_key() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("NVIDIA_API_KEY", "NVMEDIA_ASSETS_URL")}
+
+
+def test_sigterm_to_chat_deletes_the_uploaded_assets_and_exits_143(emu: NVCFEmulator) -> None:
+    arrived, release = threading.Event(), threading.Event()
+
+    def hold(ex: Exchange) -> None:
+        arrived.set()
+        release.wait(60)
+
+    with chat_server(hold) as server:
+        args = ["chat", "What is this?", str(HOPPER), "--mode", "asset", "--no-stream"]
+        args += ["--base-url", server.base_url, "--assets-url", emu.assets_url, "--api-key", KEY]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nvmedia", *args], stderr=subprocess.PIPE, text=True, env=_without_key()
+        )
+        try:
+            assert arrived.wait(60)  # the request is out: the asset exists and is referenced
+            assert len(emu.assets()) == 1
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            release.set()
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 143 and "interrupted by SIGTERM" in err
+    assert emu.assets() == [] and emu.delete_count == 1
+
+
+def test_sigterm_to_batch_finishes_requests_in_flight_deletes_every_asset_and_exits_143(
+    emu: NVCFEmulator, photos: Path, tmp_path: Path
+) -> None:
+    arrived, release = threading.Event(), threading.Event()
+
+    def script(ex: Exchange) -> None:
+        if "flower" in ex.prompt:
+            arrived.set()
+            release.wait(60)
+        ex.answer(ex.prompt)
+
+    shutil.copy(CORPUS / "pillow__hopper.webp", photos / "third.webp")
+    prompts = tmp_path / "prompts.jsonl"
+    sources = ["flower.jpg", "portrait.png", "third.webp"]
+    prompts.write_text("".join(json.dumps({"source": f"photos/{s}", "prompt": f"About {s}"}) + "\n" for s in sources))
+    out = tmp_path / "answers.jsonl"
+    with chat_server(script) as server:
+        args = ["batch", "--prompt-file", str(prompts), "-o", str(out), "-j", "1", "--mode", "asset"]
+        args += ["--base-url", server.base_url, "--assets-url", emu.assets_url, "--api-key", KEY]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nvmedia", *args], stderr=subprocess.PIPE, text=True, env=_without_key()
+        )
+        try:
+            assert arrived.wait(60)  # flower.jpg's request is out; the next may already be uploaded
+            proc.send_signal(signal.SIGTERM)
+            assert proc.stderr is not None
+            assert "waiting for 1 request in flight" in proc.stderr.readline()
+            release.set()
+            _, err = proc.communicate(timeout=60)
+        finally:
+            release.set()
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 143 and "(interrupted)" in err and "interrupted by SIGTERM" in err
+    assert [r["answer"] for r in records(out)] == ["About flower.jpg"]
+    assert emu.assets() == [] and emu.delete_count == emu.upload_count >= 1
