@@ -12,8 +12,8 @@ they are kept.
 ``AnswerFile`` writes the records as JSON Lines as they come, flushed line by
 line, so an interrupted run keeps what it had answered and ``--resume``
 continues it: answered (``ok``) and ``skipped`` records are kept, failed ones
-(and groups sent without an input that failed) are asked again, and the finished file is put back in input order. Each answer
-record carries what shaped it (``asked``: the prompt's SHA-256, the model and the
+(and groups sent without an input that failed) are asked again, and the
+finished file is put back in input order. Each answer record carries what shaped it (``asked``: the prompt's SHA-256, the model and the
 sampling parameters); ``--resume`` refuses a file whose answers were asked
 differently, naming each difference, rather than keep answers to another question.
 """

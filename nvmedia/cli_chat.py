@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import threading
@@ -54,6 +55,16 @@ def _budget(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < -1:
         raise argparse.ArgumentTypeError(f"expected a number >= -1 (-1: no budget), got {value}")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):  # NaN and infinities are not JSON: no service would take them
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
 
 
@@ -122,8 +133,8 @@ def _add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
         "--reasoning-budget", type=_budget, metavar="N", help="most tokens spent reasoning (-1: no budget)"
     )
     model.add_argument("--seed", type=int, metavar="N", help="sampling seed, for repeatable answers")
-    model.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
-    model.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling mass")
+    model.add_argument("--temperature", type=_finite, metavar="T", help="sampling temperature")
+    model.add_argument("--top-p", type=_finite, metavar="P", help="nucleus sampling mass")
     model.add_argument(
         "--think",
         action=argparse.BooleanOptionalAction,
@@ -426,7 +437,8 @@ def _summary(counts: dict[str, int], resumed: int, elapsed: float, output: str, 
         f"{errors} error{'s' if errors != 1 else ''}"
     )
     if left_out:
-        text += f"; {left_out} input{'s' if left_out != 1 else ''} failed (left out of {'its' if left_out == 1 else 'their'} request)"
+        their = "its" if left_out == 1 else "their"
+        text += f"; {left_out} input{'s' if left_out != 1 else ''} failed (left out of {their} request)"
     if resumed:
         text += f"; {resumed} already answered (--resume)"
     text += f"; {elapsed:.1f} s"

@@ -17,11 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from chat_server import Exchange, chat_server
 from support import CORPUS
 
+from nvmedia.chat import ChatParams
 from nvmedia.cli import main
+from nvmedia.errors import ConfigError
 from nvmedia.testing import NVCFEmulator
 
 HOPPER = CORPUS / "pillow__hopper.png"
@@ -263,3 +266,36 @@ def test_sigterm_to_batch_finishes_requests_in_flight_deletes_every_asset_and_ex
     assert proc.returncode == 143 and "(interrupted)" in err and "interrupted by SIGTERM" in err
     assert [r["answer"] for r in records(out)] == ["About flower.jpg"]
     assert emu.assets() == [] and emu.delete_count == emu.upload_count >= 1
+
+
+# -- #17: non-finite sampling values ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["--temperature", "--top-p"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
+def test_non_finite_sampling_values_are_a_usage_error(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["chat", "hi", "--emulate", f"{option}={value}"])
+    assert exited.value.code == 2
+    assert f"argument {option}: expected a finite number, got {value!r}" in capsys.readouterr().err
+
+
+def test_chat_params_refuse_non_finite_sampling_values() -> None:
+    with pytest.raises(ConfigError, match="temperature must be a finite number, not nan"):
+        ChatParams(temperature=float("nan"))
+    with pytest.raises(ConfigError, match="top_p must be a finite number, not inf"):
+        ChatParams(top_p=float("inf"))
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_emulator_chat_refuses_a_body_that_is_not_standard_json(emu: NVCFEmulator, constant: str) -> None:
+    body = '{"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": ' + constant + "}"
+    resp = httpx.post(
+        f"{emu.base_url}/v1/chat/completions",
+        content=body.encode(),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    assert resp.status_code == 400 and constant in resp.text
+    assert emu.chat_count == 0

@@ -287,6 +287,18 @@ def s3_error(
     return ServiceResponse(status, {"Content-Type": "application/xml", **(headers or {})}, body, close)
 
 
+class _NotJSONConstant(ValueError):
+    """``NaN``, ``Infinity`` or ``-Infinity`` in a body: Python's json reads them, JSON has no such values."""
+
+    def __init__(self, constant: str) -> None:
+        super().__init__(constant)
+        self.constant = constant
+
+
+def _not_json_constant(constant: str) -> object:
+    raise _NotJSONConstant(constant)
+
+
 def _dropping_after(chunks: list[bytes], count: int) -> Iterator[bytes]:
     yield from chunks[:count]
     raise ConnectionDropped()
@@ -818,7 +830,9 @@ class NVCFService:
         data = self._read_body(body, MAX_CHAT_BODY)
         owner = self._bearer_owner(request)
         try:
-            payload = json.loads(data)
+            payload = json.loads(data, parse_constant=_not_json_constant)
+        except _NotJSONConstant as exc:
+            return problem(400, f"the body is not JSON: {exc.constant} is not a JSON value (RFC 8259)")
         except (ValueError, UnicodeDecodeError):
             return problem(400, "the body is not JSON")
         if not isinstance(payload, dict):
