@@ -13,9 +13,10 @@ they are kept.
 line, so an interrupted run keeps what it had answered and ``--resume``
 continues it: answered (``ok``) and ``skipped`` records are kept, failed ones
 (and groups sent without an input that failed) are asked again, and the
-finished file is put back in input order. Each answer record carries what shaped it (``asked``: the prompt's SHA-256, the model and the
-sampling parameters); ``--resume`` refuses a file whose answers were asked
-differently, naming each difference, rather than keep answers to another question.
+finished file is put back in input order. Each answer record carries what
+shaped it (``asked``: the prompt's SHA-256, the model and the sampling
+parameters); ``--resume`` refuses a file whose answers were asked differently,
+naming each difference, rather than keep answers to another question.
 """
 
 from __future__ import annotations
