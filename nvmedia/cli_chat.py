@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -115,6 +115,33 @@ def fetch_policy(args: argparse.Namespace) -> FetchPolicy | None:
 # -- parsers ----------------------------------------------------------------------------------------------
 
 
+class _InputsAfterDoubleDash(argparse.ArgumentParser):
+    """A sub-command parser that takes the words after a ``--`` that follows its options as more inputs.
+
+    argparse fills all positionals at their first run of words, so in
+    ``chat PROMPT --emulate -- -odd.png`` the words after ``--`` would be left over
+    ("unrecognized arguments"); ``prepare`` takes them, and so do ``chat`` and ``batch``.
+    """
+
+    inputs_dest = "sources"
+
+    def parse_known_args(  # type: ignore[override]  # one signature for typeshed's overloads
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras[:1] == ["--"]:
+            getattr(parsed, self.inputs_dest).extend(extras[1:])
+            extras = []
+        return parsed, extras
+
+
+def _take_inputs_after_double_dash(parser: argparse.ArgumentParser, dest: str) -> None:
+    # add_parser builds every sub-command with the top parser's class; these two need one more step.
+    parser.__class__ = _InputsAfterDoubleDash
+    assert isinstance(parser, _InputsAfterDoubleDash)
+    parser.inputs_dest = dest
+
+
 def _add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model and endpoint")
     model.add_argument("-m", "--model", metavar="MODEL", help=f"model id (default: {DEFAULT_MODEL_SHOWN})")
@@ -167,6 +194,7 @@ def add_parsers(sub: Any) -> None:
         description="Prepare the media, send one chat request with PROMPT, print the answer, and delete "
         "the assets it uploaded.",
     )
+    _take_inputs_after_double_dash(chat, "sources")
     chat.add_argument("prompt", metavar="PROMPT", help="the question ('-' reads it from stdin)")
     chat.add_argument("sources", nargs="*", metavar="FILE|URL", help="media to send with it (files, folders, URLs)")
     out = chat.add_argument_group("output")
@@ -194,6 +222,7 @@ def add_parsers(sub: Any) -> None:
         description="Answer PROMPT for every input (files, folders walked recursively, URLs): one request per "
         "input or per --group, -j at a time, one JSON line per request in input order.",
     )
+    _take_inputs_after_double_dash(batch, "words")
     batch.add_argument("words", nargs="*", metavar="PROMPT PATH", help="the prompt, then files, folders or URLs")
     batch.add_argument("-o", "--output", default="-", metavar="FILE", help="answers (JSON Lines); '-' is stdout")
     batch.add_argument(

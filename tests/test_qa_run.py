@@ -299,3 +299,22 @@ def test_emulator_chat_refuses_a_body_that_is_not_standard_json(emu: NVCFEmulato
     )
     assert resp.status_code == 400 and constant in resp.text
     assert emu.chat_count == 0
+
+
+# -- #20: `--` after the options -------------------------------------------------------------------------------
+
+
+def test_chat_and_batch_take_the_inputs_after_a_double_dash_following_their_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(HOPPER, tmp_path / "-weird.png")
+    shutil.copy(HOPPER, tmp_path / "--odd.png")
+    assert main(["chat", "What is it?", "--emulate", "--no-stream", "--", "-weird.png", "--odd.png"]) == 0
+    assert capsys.readouterr().out.startswith("received 2 images")
+    assert main(["batch", "What is it?", "--emulate", "-o", "b.jsonl", "--", "-weird.png", "--odd.png"]) == 0
+    assert [r["sources"] for r in records(tmp_path / "b.jsonl")] == [["-weird.png"], ["--odd.png"]]
+    assert main(["batch", "--emulate", "-o", "c.jsonl", "--", "-prompt starting with a dash", "-weird.png"]) == 0
+    with pytest.raises(SystemExit) as exited:
+        main(["chat", "What is it?", "--emulate", "--bogus", "--", "-weird.png"])
+    assert exited.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
