@@ -10,8 +10,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -318,3 +320,51 @@ def test_chat_and_batch_take_the_inputs_after_a_double_dash_following_their_opti
     with pytest.raises(SystemExit) as exited:
         main(["chat", "What is it?", "--emulate", "--bogus", "--", "-weird.png"])
     assert exited.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+# -- #9: the emulator on a port or host it cannot use -----------------------------------------------------------
+
+
+@pytest.fixture
+def own_temp_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temp folder of the test's own, so folders left behind are this test's."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_emulator_on_a_busy_port_says_so_in_one_line_exits_2_and_leaves_no_folder(
+    own_temp_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["emulator", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"nvmedia: error: cannot listen on 127.0.0.1:{port}: address already in use "
+        "(pick another --port, or --port 0 for a free one)\n"
+    )
+    assert list(own_temp_folder.iterdir()) == []
+
+
+def test_emulator_on_a_host_that_does_not_resolve_exits_2_in_one_line(
+    own_temp_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["emulator", "--host", "256.1.1.1"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("nvmedia: error: cannot listen on 256.1.1.1:0: ") and line.endswith("(check --host)")
+    assert list(own_temp_folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536"])
+def test_emulator_port_outside_0_to_65535_is_refused_by_the_parser(
+    port: str, own_temp_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["emulator", f"--port={port}"])
+    assert exited.value.code == 2
+    assert "argument --port: expected a TCP port 0..65535" in capsys.readouterr().err
+    assert list(own_temp_folder.iterdir()) == []
