@@ -355,6 +355,15 @@ def _read_prompt(text: str) -> str:
     return prompt.strip() if text == "-" else prompt
 
 
+def _for_chat(exc: NVMediaError, args: argparse.Namespace) -> NVMediaError:
+    """``exc`` with a hint that names what ``chat`` can do (the library's hints name ``prepare``'s options)."""
+    if exc.code != "too_many_assets":
+        return exc
+    inline = ", let small ones go inline (--mode auto)" if args.mode == "asset" else ""
+    hint = f"send fewer files{inline}, or ask about them in several requests: nvmedia batch --group file|dir"
+    return NVMediaError(exc.message, code=exc.code, hint=hint)
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     """``nvmedia chat PROMPT [FILE|URL ...]``; SIGTERM, like Ctrl-C, still deletes the uploaded assets."""
     with interrupt_on_signals():
@@ -394,7 +403,7 @@ def _chat(args: argparse.Namespace) -> int:
         print(_error_line(exc), file=sys.stderr)
         return EXIT_USAGE
     except NVMediaError as exc:
-        print(_error_line(exc), file=sys.stderr)
+        print(_error_line(_for_chat(exc, args)), file=sys.stderr)
         return EXIT_ERROR
     if args.json:
         print(json.dumps(answer.response, indent=2, ensure_ascii=False))

@@ -368,3 +368,23 @@ def test_emulator_port_outside_0_to_65535_is_refused_by_the_parser(
     assert exited.value.code == 2
     assert "argument --port: expected a TCP port 0..65535" in capsys.readouterr().err
     assert list(own_temp_folder.iterdir()) == []
+
+
+# -- #8: chat's hints name only what chat has -------------------------------------------------------------------
+
+
+def test_chat_with_too_many_assets_hints_at_what_chat_can_do_not_at_group(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for number in range(11):
+        shutil.copy(HOPPER, folder / f"{number:02}.png")
+    assert main(["chat", "What are these?", str(folder), "--mode", "asset", "--emulate", "--no-stream"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("nvmedia: error: ") and "the request needs 11 assets" in line
+    assert "--group" not in line.replace("nvmedia batch --group", "")
+    assert line.endswith(
+        "(send fewer files, let small ones go inline (--mode auto), "
+        "or ask about them in several requests: nvmedia batch --group file|dir)"
+    )
