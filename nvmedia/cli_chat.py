@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -357,10 +358,21 @@ def _read_prompt(text: str) -> str:
 
 def _for_chat(exc: NVMediaError, args: argparse.Namespace) -> NVMediaError:
     """``exc`` with a hint that names what ``chat`` can do (the library's hints name ``prepare``'s options)."""
-    if exc.code != "too_many_assets":
+    if exc.code == "too_many_assets":
+        inline = ", let small ones go inline (--mode auto)" if args.mode == "asset" else ""
+        hint = f"send fewer files{inline}, or ask about them in several requests: nvmedia batch --group file|dir"
+    elif "--trim" in exc.hint:  # chat has no --trim: prepare makes the shorter copy
+        limit = re.search(r"--trim (\d+)", exc.hint)
+        if limit is not None:
+            hint = (
+                f"chat sends whole files: make a copy of the first {limit.group(1)} s with "
+                f"nvmedia prepare FILE --trim {limit.group(1)} --keep DIR --dry-run, and send that"
+            )
+        else:
+            copy = "a shorter copy (nvmedia prepare FILE --trim SECONDS --keep DIR --dry-run)"
+            hint = re.sub(r"--trim\b[^,;)]*", copy, exc.hint, count=1)
+    else:
         return exc
-    inline = ", let small ones go inline (--mode auto)" if args.mode == "asset" else ""
-    hint = f"send fewer files{inline}, or ask about them in several requests: nvmedia batch --group file|dir"
     return NVMediaError(exc.message, code=exc.code, hint=hint)
 
 

@@ -27,6 +27,7 @@ from support import CORPUS
 from nvmedia.chat import ChatParams
 from nvmedia.cli import main
 from nvmedia.errors import ConfigError
+from nvmedia.ffmpeg import find_ffmpeg
 from nvmedia.testing import NVCFEmulator
 
 HOPPER = CORPUS / "pillow__hopper.png"
@@ -387,4 +388,25 @@ def test_chat_with_too_many_assets_hints_at_what_chat_can_do_not_at_group(
     assert line.endswith(
         "(send fewer files, let small ones go inline (--mode auto), "
         "or ask about them in several requests: nvmedia batch --group file|dir)"
+    )
+
+
+def test_chat_with_a_video_too_long_hints_at_a_trimmed_copy_not_at_an_option_chat_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = tmp_path / "long.mp4"
+    made = subprocess.run(
+        [find_ffmpeg(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=1:duration=125"]
+        + ["-c:v", "libx264", str(clip)],
+        capture_output=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    assert main(["chat", "What happens?", str(clip), "--emulate", "--no-stream"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "too long" in line or "long" in line
+    hint = line.rsplit(" (", 1)[1]
+    assert hint == (
+        "chat sends whole files: make a copy of the first 120 s with "
+        "nvmedia prepare FILE --trim 120 --keep DIR --dry-run, and send that)"
     )
