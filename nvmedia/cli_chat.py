@@ -376,6 +376,12 @@ def _for_chat(exc: NVMediaError, args: argparse.Namespace) -> NVMediaError:
     return NVMediaError(exc.message, code=exc.code, hint=hint)
 
 
+def _exit_status(exc: NVMediaError) -> int:
+    """2 for a usage or configuration error; 1 for the rest, such as a refused key (``auth_failed``)
+    or an unreachable asset API (``asset_api_error``), whichever endpoint it comes from."""
+    return EXIT_USAGE if isinstance(exc, ConfigError) and exc.code == "config" else EXIT_ERROR
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     """``nvmedia chat PROMPT [FILE|URL ...]``; SIGTERM, like Ctrl-C, still deletes the uploaded assets."""
     with interrupt_on_signals():
@@ -411,12 +417,9 @@ def _chat(args: argparse.Namespace) -> int:
                 )
             finally:
                 printer.finish()
-    except ConfigError as exc:
-        print(_error_line(exc), file=sys.stderr)
-        return EXIT_USAGE
     except NVMediaError as exc:
         print(_error_line(_for_chat(exc, args)), file=sys.stderr)
-        return EXIT_ERROR
+        return _exit_status(exc)
     if args.json:
         print(json.dumps(answer.response, indent=2, ensure_ascii=False))
     return EXIT_OK
@@ -562,10 +565,7 @@ def _batch(args: argparse.Namespace) -> int:
                 resumed = len(units) - len(todo)
                 summary = _summary(counts, resumed, time.monotonic() - started, args.output, interrupted)
                 print(summary, file=sys.stderr)
-    except ConfigError as exc:
-        print(_error_line(exc), file=sys.stderr)
-        return EXIT_USAGE
     except NVMediaError as exc:
         print(_error_line(exc), file=sys.stderr)
-        return EXIT_ERROR
+        return _exit_status(exc)
     return EXIT_ERROR if counts["error"] or counts["failed_inputs"] else EXIT_OK

@@ -192,13 +192,16 @@ class Delivery:
                 try:
                     self._known_ids = set(client.list())
                 except AuthError as exc:
-                    raise ConfigError(f"the asset API refused the key: {exc.message}", hint=exc.hint) from None
+                    raise ConfigError(
+                        f"the asset API refused the key: {exc.message}", code="auth_failed", hint=exc.hint
+                    ) from None
                 except AssetAPIError as exc:
                     if exc.status_code is None:
                         from ._redact import redact_url
 
                         raise ConfigError(
                             f"the asset API at {redact_url(self.assets_url)} is unreachable: {exc.message}",
+                            code="asset_api_error",
                             hint="check --assets-url / NVMEDIA_ASSETS_URL and the network, or use --dry-run",
                         ) from None
                     raise

@@ -410,3 +410,49 @@ def test_chat_with_a_video_too_long_hints_at_a_trimmed_copy_not_at_an_option_cha
         "chat sends whole files: make a copy of the first 120 s with "
         "nvmedia prepare FILE --trim 120 --keep DIR --dry-run, and send that)"
     )
+
+
+# -- #23: a refused key, whichever endpoint refuses it ----------------------------------------------------------
+
+
+@pytest.fixture
+def strict_emu() -> Iterator[NVCFEmulator]:
+    with NVCFEmulator(api_keys={"nvapi-good-KEY"}) as emulator:
+        yield emulator
+
+
+def test_batch_records_a_key_the_asset_api_refuses_as_auth_failed(
+    strict_emu: NVCFEmulator, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uploaded, inline = tmp_path / "uploaded.jsonl", tmp_path / "inline.jsonl"
+    wrong = ["--base-url", f"{strict_emu.base_url}/v1", "--assets-url", strict_emu.assets_url]
+    wrong += ["--api-key", "nvapi-WRONG"]
+    assert main(["batch", "Describe.", str(photos), "-o", str(uploaded), "--mode", "asset", *wrong]) == 1
+    assert main(["batch", "Describe.", str(photos), "-o", str(inline), "--mode", "inline", *wrong]) == 1
+    assert [r["error"]["code"] for r in records(uploaded) + records(inline)] == ["auth_failed"] * 4
+    err = capsys.readouterr().err
+    assert ": config:" not in err and err.count(": auth_failed: ") == 4
+
+
+def test_batch_records_an_unreachable_asset_api_as_asset_api_error(
+    emu: NVCFEmulator, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        unreachable = f"http://127.0.0.1:{closed.getsockname()[1]}/v2/nvcf/assets"
+    out = tmp_path / "b.jsonl"
+    args = ["batch", "Describe.", str(photos / "portrait.png"), "-o", str(out), "--mode", "asset"]
+    args += ["--base-url", f"{emu.base_url}/v1", "--assets-url", unreachable, "--api-key", KEY, "--max-attempts", "1"]
+    assert main(args) == 1
+    assert [r["error"]["code"] for r in records(out)] == ["asset_api_error"]
+
+
+@pytest.mark.parametrize("mode", ["asset", "inline"])
+def test_chat_exits_1_for_a_refused_key_whichever_endpoint_refuses_it(
+    strict_emu: NVCFEmulator, mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = ["--base-url", f"{strict_emu.base_url}/v1", "--assets-url", strict_emu.assets_url]
+    wrong += ["--api-key", "nvapi-WRONG"]
+    assert main(["chat", "What is it?", str(HOPPER), "--mode", mode, "--no-stream", *wrong]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "refused the key" in line and "401" in line
