@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import resource
 import shutil
 import signal
 import socket
@@ -15,13 +17,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from chat_server import Exchange, chat_server
+from PIL import Image
 from support import CORPUS
 
 from nvmedia.chat import ChatParams
@@ -456,3 +459,49 @@ def test_chat_exits_1_for_a_refused_key_whichever_endpoint_refuses_it(
     assert main(["chat", "What is it?", str(HOPPER), "--mode", mode, "--no-stream", *wrong]) == 1
     (line,) = capsys.readouterr().err.splitlines()
     assert "refused the key" in line and "401" in line
+
+
+# -- #16: manifest write errors ---------------------------------------------------------------------------------
+
+
+def _limit_file_size(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    return apply
+
+
+def test_manifest_over_the_file_size_limit_names_the_size_it_needs_and_no_code_tag(tmp_path: Path) -> None:
+    noise = random.Random(16)
+    for number in range(2):
+        pixels = bytes(noise.getrandbits(8) for _ in range(150 * 150 * 3))
+        Image.frombytes("RGB", (150, 150), pixels).save(tmp_path / f"r{number}.png")
+    inputs = [str(tmp_path / "r0.png"), str(tmp_path / "r1.png")]
+    whole = nvmedia("prepare", *inputs, "--dry-run", "-o", str(tmp_path / "whole.jsonl"))
+    assert whole.returncode == 0, whole.stderr
+    size = (tmp_path / "whole.jsonl").stat().st_size
+    limit = 200 * 1024
+    assert size > limit
+    capped = subprocess.run(
+        [sys.executable, "-m", "nvmedia", "prepare", *inputs, "--dry-run", "-o", str(tmp_path / "m.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_limit_file_size(limit),
+    )
+    assert capped.returncode == 2
+    assert capped.stderr == (
+        f"nvmedia: error: cannot write the manifest to {tmp_path}/m.jsonl: the file size limit of this process "
+        f"({limit} bytes) was reached (it needs {size} bytes) "
+        "(raise the limit (ulimit -f) or write to a file system that allows larger files)\n"
+    )
+
+
+def test_manifest_to_a_folder_says_so_without_a_code_tag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "d1").mkdir()
+    assert main(["prepare", str(HOPPER), "--dry-run", "-o", str(tmp_path / "d1")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"nvmedia: error: cannot write the manifest to {tmp_path}/d1: Is a directory "
+        "(check the destination can be written)"
+    )
