@@ -505,3 +505,31 @@ def test_manifest_to_a_folder_says_so_without_a_code_tag(tmp_path: Path, capsys:
         f"nvmedia: error: cannot write the manifest to {tmp_path}/d1: Is a directory "
         "(check the destination can be written)"
     )
+
+
+# -- #24: --keep and names near NAME_MAX ------------------------------------------------------------------------
+
+
+def test_keep_with_names_near_name_max_keeps_every_file_under_a_short_unique_repeatable_name(tmp_path: Path) -> None:
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / ("q" * 230 + ".png"))  # a 234-byte name, kept as it is
+    stem = "x" * 250  # a.gif and a.bmp keep their whole name plus .png: 258 bytes, over NAME_MAX
+    Image.new("RGB", (8, 8), "red").save(folder / f"{stem}.gif")
+    Image.new("RGB", (8, 8), "blue").save(folder / f"{stem}.bmp")
+    kept_names = []
+    for run in ("k1", "k2"):
+        manifest = tmp_path / f"{run}.jsonl"
+        done = nvmedia("prepare", str(folder), "--dry-run", "--keep", str(tmp_path / run), "-o", str(manifest))
+        assert done.returncode == 0, done.stderr
+        items = [r for r in records(manifest) if r.get("type") == "item"]
+        assert [r["status"] for r in items] == ["ok"] * 3
+        names = sorted(Path(r["kept"]).name for r in items)
+        assert all(len(os.fsencode(name)) <= 255 for name in names) and len(set(names)) == 3
+        assert sorted(p.name for p in (tmp_path / run).iterdir()) == names  # no temporary file left
+        kept_names.append(names)
+    assert kept_names[0] == kept_names[1]
+    short, bmp, gif = kept_names[0]
+    assert short == "q" * 230 + ".png"
+    assert bmp.startswith("x" * 200) and bmp.endswith(".bmp.png") and "~" in bmp
+    assert gif.startswith("x" * 200) and gif.endswith(".gif.png") and "~" in gif
