@@ -32,6 +32,7 @@ from nvmedia.cli import main
 from nvmedia.errors import ConfigError
 from nvmedia.ffmpeg import find_ffmpeg
 from nvmedia.testing import NVCFEmulator
+from nvmedia.workdirs import OWNER_FILE, Owner
 
 HOPPER = CORPUS / "pillow__hopper.png"
 BROKEN = CORPUS / "pillow__truncated_image.png"
@@ -533,3 +534,50 @@ def test_keep_with_names_near_name_max_keeps_every_file_under_a_short_unique_rep
     assert short == "q" * 230 + ".png"
     assert bmp.startswith("x" * 200) and bmp.endswith(".bmp.png") and "~" in bmp
     assert gif.startswith("x" * 200) and gif.endswith(".gif.png") and "~" in gif
+
+
+# -- #10: work folders of killed runs ---------------------------------------------------------------------------
+
+
+def test_a_run_removes_the_work_folders_of_killed_runs_and_never_a_live_or_unmarked_one(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**_without_key(), "TMPDIR": str(temp)}
+    # A killed emulator: its storage folder stays behind.
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "nvmedia", "emulator"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert emulator.stdout is not None and emulator.stdout.readline().startswith("http://127.0.0.1:")
+    emulator.kill()
+    emulator.wait(60)
+    (killed,) = temp.glob("nvmedia-emulator-*")
+    # A folder whose owner file names a pid now used by another process (this one, started at another time).
+    reused = temp / "nvmedia-reused"
+    reused.mkdir()
+    me = Owner.current()
+    Owner(me.pid, "1", me.boot_id).write(reused)
+    (reused / "talk-1.mp3").write_bytes(b"private")
+    # A live run's folder (this process's), and folders that name no owner: left alone.
+    live = temp / "nvmedia-live"
+    live.mkdir()
+    me.write(live)
+    unmarked = temp / "nvmedia-unmarked"
+    unmarked.mkdir()
+    foreign = temp / "not-nvmedia"
+    foreign.mkdir()
+
+    done = subprocess.run(
+        [sys.executable, "-m", "nvmedia", "prepare", str(HOPPER), "--dry-run", "-o", str(tmp_path / "m.jsonl")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not killed.exists() and not reused.exists()
+    assert sorted(p.name for p in temp.iterdir()) == ["not-nvmedia", "nvmedia-live", "nvmedia-unmarked"]
+    assert (live / OWNER_FILE).exists()

@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 import uuid
@@ -35,6 +34,7 @@ from typing import Final, Protocol
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
+from ..workdirs import owned_tempdir
 from . import chat, magic, presign
 
 logger = logging.getLogger("nvmedia.testing.emulator")
@@ -373,7 +373,8 @@ class NVCFService:
         with self._lock:
             if self._storage is None:
                 if self._storage_arg is None:
-                    self._storage = Path(tempfile.mkdtemp(prefix="nvmedia-emulator-"))
+                    # Marked as this process's, so a run after a SIGKILL removes it (workdirs.py).
+                    self._storage = owned_tempdir("nvmedia-emulator-")
                 else:
                     self._storage = self._storage_arg
                     self._storage.mkdir(parents=True, exist_ok=True)
