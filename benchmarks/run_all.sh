@@ -11,6 +11,7 @@ python bench_photo.py "${quick[@]}"
 python bench_av.py "${quick[@]}"
 python bench_audio_strip.py "${quick[@]}"
 python bench_upload.py "${quick[@]}"
+python bench_ray.py "${quick[@]}"
 python bench_resume.py "${quick[@]}"
 python bench_disk.py
 python bench_batch.py

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import http
 import json
 import logging
@@ -287,6 +288,9 @@ class ChatClient:
         self.url = base + CHAT_PATH
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
+        self._max_retry_wait_s = max_retry_wait_s
+        self._allow_insecure_http = allow_insecure_http
+        self._own_transport = transport is not None
         self._policy = retry_policy(max_attempts, max_retry_wait_s)
         self._key = key
         self._http = httpx.Client(
@@ -298,6 +302,25 @@ class ChatClient:
 
     def __repr__(self) -> str:
         return f"ChatClient(base_url={redact_url(self.base_url)!r}, api_key='***')"
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        """Pickled as its configuration (a worker process opens its own connections: Ray's batch engine).
+
+        Raises:
+            TypeError: the client sends through a transport of its own, which cannot leave this process.
+        """
+        if self._own_transport:
+            raise TypeError("a ChatClient with its own transport cannot be sent to another process")
+        rebuilt = functools.partial(
+            ChatClient,
+            self.base_url,
+            self._key,
+            timeout_s=self.timeout_s,
+            max_attempts=self.max_attempts,
+            max_retry_wait_s=self._max_retry_wait_s,
+            allow_insecure_http=self._allow_insecure_http,
+        )
+        return rebuilt, ()
 
     def close(self) -> None:
         """Close the connection pool."""

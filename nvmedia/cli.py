@@ -149,6 +149,11 @@ def _build_parser() -> argparse.ArgumentParser:
     prep.add_argument(
         "-q", "--quiet", action="store_true", help="print nothing on stderr but usage and configuration errors"
     )
+    prep.add_argument("--engine", choices=("local", "ray"), default="local", help="run here, or on Ray (nvmedia[ray])")
+    prep.add_argument("--address", metavar="ADDR", help="with --engine ray: join this cluster (auto, ray://HOST:PORT)")
+    prep.add_argument(
+        "--output-format", choices=("jsonl", "parquet"), default="jsonl", help="parquet: -o names a folder of files"
+    )
 
     insp = sub.add_parser("inspect", help="what each file is and what prepare would do; nothing is written")
     insp.add_argument("paths", nargs="+", metavar="PATH")
@@ -168,6 +173,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     delete.add_argument("ids", nargs="*", metavar="ID")
     delete.add_argument("--all", action="store_true", help="delete every asset of this key")
+    delete.add_argument("--job", metavar="ID", help="delete the assets of this job (described 'nvmedia job ID')")
     _add_service_options(delete, after=True)
 
     emu = sub.add_parser("emulator", help="run the local NVCF emulator; prints its base URL first")
@@ -450,6 +456,96 @@ class _Manifest:
         return _ManifestError(error)
 
 
+class _ParquetManifest:
+    """``--output-format parquet``: the item records as Parquet files in a new folder, put in place once complete.
+
+    The files (``part-00000.parquet``…, ``ROWS_PER_PARQUET_FILE`` rows each) are written into a
+    folder beside ``output`` and renamed to it at ``commit``, so a failed or stopped run leaves no
+    half-written folder. Rows hold the manifest's fields as ``nvmedia.ray.records`` lays them out.
+    """
+
+    ROWS_PER_FILE = 10_000
+    to_stdout = False
+
+    def __init__(self, output: str) -> None:
+        try:
+            import pyarrow  # noqa: F401 - only to fail now, naming the extra
+        except ImportError as exc:
+            from .ray.session import missing_ray
+
+            raise missing_ray(exc) from None
+        self.target = Path(output)
+        if self.target.exists() and (not self.target.is_dir() or any(self.target.iterdir())):
+            raise ConfigError(f"{output} exists and is not an empty folder", hint="pass a new folder with -o")
+        self.partial: Path | None = _Manifest.partial_of(self.target)
+        shutil.rmtree(self.partial, ignore_errors=True)
+        try:
+            self.partial.mkdir(parents=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write {output}: {exc.strerror}", hint="check the folder above it exists and is writable"
+            ) from None
+        self.rows: list[dict[str, object]] = []
+        self.files = 0
+
+    @property
+    def own_files(self) -> list[Path]:
+        """The folders this manifest writes: never inputs."""
+        return [self.target, _Manifest.partial_of(self.target)]
+
+    @property
+    def where(self) -> str:
+        return str(self.target)
+
+    def write(self, items: list[Item], request: Request | None) -> None:
+        from .ray.records import record_to_row
+
+        self.rows.extend(record_to_row(item.to_record()) for item in items)
+        if len(self.rows) >= self.ROWS_PER_FILE:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from .ray.records import RECORD_SCHEMA
+
+        assert self.partial is not None
+        try:
+            table = pa.Table.from_pylist(self.rows, schema=RECORD_SCHEMA)
+            pq.write_table(table, self.partial / f"part-{self.files:05d}.parquet")
+        except OSError as exc:
+            raise self._failure(exc) from None
+        self.files += 1
+        self.rows.clear()
+
+    def commit(self) -> None:
+        """Write the last rows (an empty file when there were none) and put the folder in place."""
+        if self.rows or not self.files:
+            self._flush()
+        assert self.partial is not None
+        try:
+            if self.target.exists():
+                self.target.rmdir()
+            os.replace(self.partial, self.target)
+        except OSError as exc:
+            raise self._failure(exc) from None
+        self.partial = None
+
+    def discard(self) -> None:
+        """Drop the folder unless committed."""
+        if self.partial is not None:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            self.partial = None
+
+    def _failure(self, exc: OSError) -> _ManifestError:
+        what = f"the Parquet files to {self.target}"
+        error = no_space_error(exc, self.target.parent, what, None) or ConfigError(
+            f"cannot write {what}: {exc.strerror}", hint="check the destination can be written"
+        )
+        return _ManifestError(error)
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from .pipeline import Delivery, Settings
     from .profiles import get_profile
@@ -458,6 +554,32 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
     if args.emulate and args.dry_run:
         return _fail("--emulate and --dry-run do not go together", "pick one")
+    if args.address is not None and args.engine != "ray":
+        return _fail("--address goes with --engine ray", "add --engine ray")
+    if args.engine == "ray":
+        from .ray.session import check_address, import_ray
+
+        if args.group != "file":
+            return _fail(
+                f"--group {args.group} is not available with --engine ray: each file is its own request there",
+                "drop --group, or use --engine local",
+            )
+        if args.address is not None:
+            check_address(args.address)
+        import_ray(local=args.address is None)  # before any work: a missing Ray is exit 2 naming the extra
+    if args.output_format == "parquet":
+        if args.output == "-":
+            return _fail("--output-format parquet writes a folder, not stdout", "pass -o FOLDER")
+        if args.group != "file":
+            return _fail(
+                f"--output-format parquet holds item records only, and --group {args.group} adds request records",
+                "use --output-format jsonl with --group dir|all",
+            )
+        if args.resume:
+            return _fail(
+                "--resume and --output-format parquet do not go together: --resume reads a JSON Lines manifest",
+                "use --output-format jsonl to resume",
+            )
     if args.output != "-" and identity(args.output) in {identity(p) for p in args.paths}:
         return _fail(f"-o {args.output} is also an input", "write the manifest elsewhere")
     settings = Settings(
@@ -495,7 +617,11 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         # Read before the partial manifest is opened: a killed run's leftover partial is resumed too.
         earlier = EarlierManifest.load(target, settings, leftover=_Manifest.partial_of(target)) if args.resume else None
         try:
-            manifest = _Manifest(args.output)
+            manifest: _Manifest | _ParquetManifest
+            if args.output_format == "parquet":
+                manifest = _ParquetManifest(args.output)
+            else:
+                manifest = _Manifest(args.output)
             try:
                 return _write_manifest(args, settings, delivery, manifest, report, earlier)
             finally:
@@ -511,7 +637,7 @@ def _write_manifest(
     args: argparse.Namespace,
     settings: Settings,
     delivery: Delivery,
-    manifest: _Manifest,
+    manifest: _Manifest | _ParquetManifest,
     report: _Report,
     earlier: EarlierManifest | None,
 ) -> int:
@@ -519,22 +645,39 @@ def _write_manifest(
     from .workers import end_child_processes
 
     def stopping(uploads: int) -> None:
-        end_child_processes()  # workers and every ffmpeg: this process owns all its children
+        if args.engine == "local":
+            end_child_processes()  # workers and every ffmpeg: this process owns all its children
         signum = received()
         name = Interrupted(signum).name if signum is not None else "interrupted"
         waiting = f"; finishing the {_plural(uploads, 'upload')} in progress" if uploads else ""
         report.say(f"nvmedia: {name}: stopping{waiting}, then writing the manifest")
 
     interrupted: Interrupted | None = None
-    records = run(
-        args.paths,
-        settings,
-        delivery=delivery,
-        progress=report.progress,
-        exclude=manifest.own_files,
-        on_stop=stopping,
-        resume=earlier,
-    )
+    if args.engine == "ray":
+        from .ray.cli import run_on_ray
+
+        # Ray's own processes are ended by the engine (its cluster stops, or its tasks are cancelled).
+        records = run_on_ray(
+            args.paths,
+            settings,
+            address=args.address,
+            delivery=delivery,
+            progress=report.progress,
+            exclude=manifest.own_files,
+            on_stop=stopping,
+            resume=earlier,
+            log=None if args.quiet else sys.stderr,
+        )
+    else:
+        records = run(
+            args.paths,
+            settings,
+            delivery=delivery,
+            progress=report.progress,
+            exclude=manifest.own_files,
+            on_stop=stopping,
+            resume=earlier,
+        )
     failed: _ManifestError | None = None
     try:
         for items, request in records:
@@ -613,8 +756,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_assets(args: argparse.Namespace) -> int:
     from .assets import AssetClient
 
-    if args.assets_command == "delete" and args.all == bool(args.ids):
-        return _fail("name asset ids or pass --all (not both)", "nvmedia assets delete ID... | --all")
+    job: str | None = getattr(args, "job", None)
+    if args.assets_command == "delete" and job is not None:
+        from .ray.jobs import check_job_id
+
+        if args.all or args.ids:
+            return _fail(
+                "name asset ids, --all or --job ID (one of them)", "nvmedia assets delete ID... | --all | --job ID"
+            )
+        check_job_id(job)
+    elif args.assets_command == "delete" and args.all == bool(args.ids):
+        return _fail("name asset ids or pass --all (not both)", "nvmedia assets delete ID... | --all | --job ID")
     api_key = args.api_key or os.environ.get("NVIDIA_API_KEY")
     if not api_key:
         return _fail("no API key", "set NVIDIA_API_KEY or pass --api-key")
@@ -624,6 +776,10 @@ def _cmd_assets(args: argparse.Namespace) -> int:
             for asset_id in client.list():
                 print(asset_id)
             return EXIT_OK
+        if job is not None:
+            from .ray.jobs import delete_job_command
+
+            return delete_job_command(client, job)
         # No total deadline here: the user is watching and can interrupt.
         report = client.delete_many(client.list() if args.all else args.ids, deadline_s=None)
     for outcome in report.outcomes:

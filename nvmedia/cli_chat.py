@@ -244,6 +244,13 @@ def add_parsers(sub: Any) -> None:
     batch.add_argument(
         "--keep-assets", action="store_true", help="do not delete uploaded assets (their ids go into the records)"
     )
+    batch.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="answer here, or in Ray tasks (nvmedia[ray]; -j is then per Ray worker)",
+    )
+    batch.add_argument("--address", metavar="ADDR", help="with --engine ray: join this cluster (auto, ray://HOST:PORT)")
     _add_endpoint_arguments(batch)
 
 
@@ -514,6 +521,14 @@ def _batch(args: argparse.Namespace) -> int:
         prompt, prompts, paths = _batch_inputs(args)
         if args.resume and args.output == "-":
             raise ConfigError("--resume continues an answers file", hint="pass -o FILE")
+        if args.address is not None and args.engine != "ray":
+            raise ConfigError("--address goes with --engine ray", hint="add --engine ray")
+        if args.engine == "ray":
+            from .ray.session import check_address, import_ray
+
+            if args.address is not None:
+                check_address(args.address)
+            import_ray(local=args.address is None)  # before any work: a missing Ray is exit 2 naming the extra
         units = plan_units(paths, prompt=prompt, prompts=prompts, group=args.group)
         params = _params(args)
         with _endpoint(args) as (client, media):
@@ -556,7 +571,15 @@ def _batch(args: argparse.Namespace) -> int:
             interrupted = True
             try:
                 settings = BatchSettings(client, params, media, args.jobs, args.keep_assets)
-                run_batch(todo, settings, on_record=on_record, on_stopping=on_stopping)
+                if args.engine == "ray":
+                    from .ray.batch import run_batch_on_ray
+
+                    cpus = os.cpu_count() or 1
+                    run_batch_on_ray(
+                        todo, settings, on_record, address=args.address, cpus=cpus, on_stopping=on_stopping
+                    )
+                else:
+                    run_batch(todo, settings, on_record=on_record, on_stopping=on_stopping)
                 interrupted = False
             finally:
                 answers.finish([unit.key for unit in units])

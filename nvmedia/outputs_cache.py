@@ -408,12 +408,19 @@ def _read_header(fh: IO[bytes], key: str) -> dict[str, Any]:
     return parsed
 
 
-@functools.lru_cache(maxsize=8)
 def cache_for(cache_dir: Path | None, max_bytes: int) -> OutputCache | None:
-    """The process's cache for these settings (one object, so its size bookkeeping is shared); None when off."""
+    """The process's cache for these settings (one object, so its size bookkeeping is shared); None when off.
+
+    The folder is resolved at each call: without ``cache_dir`` it follows ``$NVMEDIA_CACHE_DIR`` as it is now.
+    """
     if max_bytes <= 0:
         return None
-    return OutputCache(default_folder(cache_dir), max_bytes)
+    return _cache_in(default_folder(cache_dir), max_bytes)
+
+
+@functools.lru_cache(maxsize=8)
+def _cache_in(folder: Path, max_bytes: int) -> OutputCache:
+    return OutputCache(folder, max_bytes)
 
 
 @dataclass

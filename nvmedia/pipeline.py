@@ -572,7 +572,7 @@ def run(
     """
     sources = expand(inputs, settings.group, exclude)
     if settings.keep is not None:
-        _plan_keep(inputs, sources, settings.keep, exclude, pieces=settings.split_long_audio)
+        plan_keep(inputs, sources, settings.keep, exclude, pieces=settings.split_long_audio)
     budget = budget or MemoryBudget(settings.max_memory)
     own_delivery = delivery is None
     delivery = delivery or Delivery(settings)
@@ -729,7 +729,7 @@ def run(
                 remove_leftovers(settings.keep, {s.kept.folder for s in sources if s.kept is not None}, workdir.name)
 
 
-def _plan_keep(
+def plan_keep(
     inputs: Sequence[SourceLike], sources: list[Source], keep_dir: Path, exclude: Iterable[Path], *, pieces: bool
 ) -> None:
     """Refuse a keep folder among the inputs, create it, and give every source its kept name (``keep.py``)."""

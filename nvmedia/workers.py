@@ -274,7 +274,7 @@ def _start_worker(parent: int, worker_init: Callable[[], None] | None) -> None:
     if os.getpgrp() == os.getpid():
         signal.signal(signal.SIGTERM, _end_group)
     _die_with(parent)
-    _read_test_hooks()
+    read_test_hooks()
     if worker_init is not None:
         worker_init()
 
@@ -317,7 +317,8 @@ _exit_once: str | None = None
 _hold_on: str | None = None
 
 
-def _read_test_hooks() -> None:
+def read_test_hooks() -> None:
+    """In a worker process (of this pool, or of another engine's): read the test hooks of the module docstring."""
     global _exit_on, _exit_once, _hold_on
     exit_on, hold_on = os.environ.get("NVMEDIA_TEST_WORKER_EXIT"), os.environ.get("NVMEDIA_TEST_WORKER_HOLD")
     _exit_on = os.path.realpath(exit_on) if exit_on else None

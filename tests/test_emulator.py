@@ -463,6 +463,31 @@ def test_chat_accepts_input_audio_parts(emu: NVCFEmulator, client: httpx.Client)
     assert chat(client, emu, [input_audio(MP3, "mp3")]).status_code == 200
 
 
+@pytest.mark.parametrize("role", ["system", "assistant", "tool"])
+def test_chat_refuses_media_outside_user_messages(emu: NVCFEmulator, client: httpx.Client, role: str) -> None:
+    # The service takes media from users only: a picture in a system prompt fails the whole request.
+    messages = [
+        {"role": role, "content": [url_part("image", data_uri(PNG, "image/png"))]},
+        {"role": "user", "content": "What is in the picture?"},
+    ]
+    body = {"model": "nvidia/nemotron-3-nano-omni", "messages": messages}
+    resp = client.post(emu.chat_url, json=body, headers=AUTH)
+    assert resp.status_code == 400
+    assert f"messages[0] ({role})" in resp.text and "only in user messages" in resp.text
+    assert emu.chat_count == 0
+
+
+def test_chat_takes_text_in_system_and_assistant_messages(emu: NVCFEmulator, client: httpx.Client) -> None:
+    messages = [
+        {"role": "system", "content": "/no_think"},
+        {"role": "user", "content": [url_part("image", data_uri(PNG, "image/png"))]},
+        {"role": "assistant", "content": "A picture."},
+        {"role": "user", "content": "Sure?"},
+    ]
+    body = {"model": "nvidia/nemotron-3-nano-omni", "messages": messages}
+    assert client.post(emu.chat_url, json=body, headers=AUTH).status_code == 200
+
+
 def url_part(kind: str, url: str) -> dict[str, Any]:
     return {"type": f"{kind}_url", f"{kind}_url": {"url": url}}
 

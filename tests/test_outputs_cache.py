@@ -239,3 +239,19 @@ def test_the_library_reuses_converted_files(tmp_path: Path) -> None:
     with nvm.prepare(cat, **options) as second:  # type: ignore[arg-type]
         assert second.items[0].reused_from == "output_cache"
         assert second.items[0].to_record() == first.items[0].to_record()
+
+
+def test_each_run_stores_in_the_cache_folder_of_its_own_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One process, two runs (the library's threads; the CLI's too once any other thread runs):
+    # the second run's outputs go to the folder $NVMEDIA_CACHE_DIR names now, not the first run's.
+    cat = tmp_path / "cat.bmp"
+    shutil.copyfile(CORPUS / "pillow__hopper.bmp", cat)
+    age(tmp_path)
+    monkeypatch.setenv("NVMEDIA_OUTPUT_CACHE_SIZE", "64M")
+    for name in ("first", "second"):
+        monkeypatch.setenv("NVMEDIA_CACHE_DIR", str(tmp_path / name))
+        with nvm.prepare([cat], dry_run=True, output_cache=True):
+            pass
+        assert len(_entries(tmp_path / name / "outputs")) == 1, name

@@ -142,37 +142,63 @@ def extract_refs(messages: object) -> tuple[list[MediaRef], int]:
         where = f"messages[{i}]"
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise ChatRejected(400, f"{where} must be an object with a role")
-        content = message.get("content")
-        if content is None:
-            continue
-        if isinstance(content, str):
-            refs.extend(_refs_in_text(content, f"{where}.content"))
-            text_chars += len(_TAG_RE.sub("", content))
-            continue
-        if not isinstance(content, list):
-            raise ChatRejected(400, f"{where}.content must be a string or a list of parts")
-        for j, part in enumerate(content):
-            pwhere = f"{where}.content[{j}]"
-            if not isinstance(part, dict):
-                raise ChatRejected(400, f"{pwhere} must be an object")
-            ptype = part.get("type")
-            if ptype == "text":
-                text = part.get("text")
-                if not isinstance(text, str):
-                    raise ChatRejected(400, f"{pwhere}.text must be a string")
-                refs.extend(_refs_in_text(text, pwhere))
-                text_chars += len(_TAG_RE.sub("", text))
-            elif isinstance(ptype, str) and ptype in _PART_KIND:
-                refs.append(MediaRef(f"{pwhere} ({ptype})", _PART_KIND[ptype], url=_url_of(part, ptype, pwhere)))
-            elif ptype == "input_audio":
-                audio = part.get("input_audio")
-                if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
-                    raise ChatRejected(400, f"{pwhere}: input_audio must be an object with data and format")
-                where_audio = f"{pwhere} (input_audio)"
-                refs.append(MediaRef(where_audio, "audio", audio_data=audio["data"], audio_format=audio.get("format")))
-            else:
-                raise ChatRejected(400, f"{pwhere}: unsupported content part type {ptype!r}")
+        found = len(refs)
+        _collect_refs(message, where, refs)
+        if len(refs) > found and message["role"] != "user":
+            # The service takes media from user messages only; anywhere else fails the request.
+            raise ChatRejected(
+                400, f"{where} ({message['role']}): media is accepted only in user messages, found {refs[found].where}"
+            )
+        text_chars += _text_chars(message.get("content"))
     return refs, text_chars
+
+
+def _text_chars(content: object) -> int:
+    if isinstance(content, str):
+        return len(_TAG_RE.sub("", content))
+    if isinstance(content, list):
+        return sum(
+            len(_TAG_RE.sub("", p["text"]))
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        )
+    return 0
+
+
+def _collect_refs(message: dict[str, Any], where: str, refs: list[MediaRef]) -> None:
+    """Append the media references of one message to ``refs``.
+
+    Raises:
+        ChatRejected: 400 when the message's content is not in the chat-completions shape.
+    """
+    content = message.get("content")
+    if content is None:
+        return
+    if isinstance(content, str):
+        refs.extend(_refs_in_text(content, f"{where}.content"))
+        return
+    if not isinstance(content, list):
+        raise ChatRejected(400, f"{where}.content must be a string or a list of parts")
+    for j, part in enumerate(content):
+        pwhere = f"{where}.content[{j}]"
+        if not isinstance(part, dict):
+            raise ChatRejected(400, f"{pwhere} must be an object")
+        ptype = part.get("type")
+        if ptype == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise ChatRejected(400, f"{pwhere}.text must be a string")
+            refs.extend(_refs_in_text(text, pwhere))
+        elif isinstance(ptype, str) and ptype in _PART_KIND:
+            refs.append(MediaRef(f"{pwhere} ({ptype})", _PART_KIND[ptype], url=_url_of(part, ptype, pwhere)))
+        elif ptype == "input_audio":
+            audio = part.get("input_audio")
+            if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
+                raise ChatRejected(400, f"{pwhere}: input_audio must be an object with data and format")
+            where_audio = f"{pwhere} (input_audio)"
+            refs.append(MediaRef(where_audio, "audio", audio_data=audio["data"], audio_format=audio.get("format")))
+        else:
+            raise ChatRejected(400, f"{pwhere}: unsupported content part type {ptype!r}")
 
 
 def _decode_b64(payload: str, where: str) -> bytes:
