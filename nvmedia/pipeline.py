@@ -51,6 +51,7 @@ from .sniff import sniff_path
 from .source_state import SourceState
 from .sources import Group, Source, SourceLike, claims_media, expand
 from .wire import AudioPartStyle, asset_headers, asset_uri, b64_len, b64encode, inline_uri, media_part, tag, tags
+from .workdirs import work_folder
 from .workers import PoolKind, Workers, batches, meet_test_hooks
 
 if TYPE_CHECKING:
@@ -192,13 +193,16 @@ class Delivery:
                 try:
                     self._known_ids = set(client.list())
                 except AuthError as exc:
-                    raise ConfigError(f"the asset API refused the key: {exc.message}", hint=exc.hint) from None
+                    raise ConfigError(
+                        f"the asset API refused the key: {exc.message}", code="auth_failed", hint=exc.hint
+                    ) from None
                 except AssetAPIError as exc:
                     if exc.status_code is None:
                         from ._redact import redact_url
 
                         raise ConfigError(
                             f"the asset API at {redact_url(self.assets_url)} is unreachable: {exc.message}",
+                            code="asset_api_error",
                             hint="check --assets-url / NVMEDIA_ASSETS_URL and the network, or use --dry-run",
                         ) from None
                     raise
@@ -614,8 +618,7 @@ def run(
     results: dict[int, list[Item]] = {}
     unread = [len(batch) for batch in cut]
     uploads = _Uploads(delivery, min(UPLOADS_PER_JOB * jobs, MAX_UPLOAD_CONNECTIONS), progress)
-    with tempfile.TemporaryDirectory(prefix="nvmedia-") as tmp:
-        workdir = Path(tmp)
+    with work_folder() as workdir:  # also removes the work folders killed runs left (workdirs.py)
         crashed = functools.partial(_crashed_item, sources)
         on_done = report if progress is not None else None
         try:
