@@ -441,6 +441,24 @@ def wav_data_chunk(path: Path) -> tuple[int, int] | None:
     return None
 
 
+def packet_span_s(path: Path, sniffed: Sniffed) -> float:
+    """How long the first video and audio streams' packets last, start to end (their longest); no decoding.
+
+    This is what validation measures (``Validation.decoded_s``): a stream copy cut by decode order keeps
+    packets shown past the cut, which the sample tables' total does not reveal.
+    """
+    with open_container(path, sniffed) as container:
+        vstream = next(iter(real_video_streams(container)), None)
+        astream = container.streams.audio[0] if container.streams.audio else None
+        streams = [s for s in (vstream, astream) if s is not None]
+        scan = _Scan(None)
+        rate = vstream.average_rate if vstream is not None else None
+        interval = 1 / float(rate) if rate and 1 <= float(rate) <= 240 else 0.0
+        for packet in container.demux(*streams):
+            scan.packet_end(packet, interval if packet.stream is vstream else 0.0)
+    return scan.decoded_s(True)
+
+
 def check_output(output: Path, source: Path, kind: str, expected_s: float) -> float:
     """Prove a converted file holds media lasting ``expected_s``, without decoding it all.
 

@@ -23,7 +23,10 @@ Rules, in order:
 4. **Remux before transcode**: streams that are acceptable as they are get
    copied (``-c copy``) into MP4 with ``+faststart`` (action ``remux:mp4``); an
    audio track the profile does not take is re-encoded to AAC on its own
-   (``transcode:aac``) while the video is still copied.
+   (``transcode:aac``) while the video is still copied. A trimmed copy must end by
+   the trim: ffmpeg stops a copy in decode order, so with B-frames it keeps frames
+   shown past the cut; the packets' span is measured, the cut moved back by the
+   overshoot once, and a copy still too long is transcoded (exact to the frame).
 5. Otherwise ffmpeg transcodes the video to H.264 (libx264 ``veryfast``, CRF 23,
    yuv420p, even dimensions) with AAC audio in MP4: the display rotation is
    applied (``rotate``; many decoders ignore the display matrix, so a rotated
@@ -60,7 +63,7 @@ from ..probe import MediaInfo
 from ..probe_av import open_container, probe_av, with_digest
 from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
-from ..validate import Validation, check_output, exact_duration, validate_av
+from ..validate import Validation, check_output, exact_duration, packet_span_s, validate_av
 from ..wire import b64_len
 from . import NormalizedMedia, NormalizeOptions
 from .limits import check_duration, decode_limit
@@ -80,6 +83,11 @@ X264_CRF = 23
 AAC_KBPS_PER_CHANNEL = 64
 REMUX_TIMEOUT_PER_S = 0.5
 TRANSCODE_TIMEOUT_PER_S = 4.0
+
+TRIM_SLACK_S = 0.05
+"""How far a trimmed output may run past ``--trim``: the last audio frame (an AAC frame lasts 21-46 ms)."""
+COPY_CUT_TRIES = 2
+"""Stream copies tried (the second cut earlier by the first's overshoot) before a trim is re-encoded."""
 
 STILL_MIN_S = 1.0
 """A single-frame video becomes a clip at least this long (longer when its header or its audio says so)."""
@@ -174,7 +182,10 @@ def normalize_video(
         plan.copy_audio = copy_audio = copy_audio and info.audio_codec == "aac"
     plan.hold_s = hold
     _describe(plan, info, trim, stripping)
-    output, out_info = _run(source, sniffed, info, plan, trim, length, options)
+    if trim is not None and plan.copy_video:
+        output, out_info = _trimmed_copy(source, sniffed, info, profile, plan, trim, stripping, options)
+    else:
+        output, out_info = _run(source, sniffed, info, plan, trim, length, options)
     if limit is not None and b64_len(out_info.bytes) >= limit:
         output.unlink()
         output, out_info, plan = _fit_inline(
@@ -239,6 +250,40 @@ def _carried_metadata(source: Path, sniffed: Sniffed, info: MediaInfo) -> list[s
         if container.chapters():
             found.append("chapters")
     return found
+
+
+def _trimmed_copy(
+    source: Path,
+    sniffed: Sniffed,
+    info: MediaInfo,
+    profile: Profile,
+    plan: _Plan,
+    trim: float,
+    stripping: bool,
+    options: NormalizeOptions,
+) -> tuple[Path, MediaInfo]:
+    """Copy the first ``trim`` seconds without re-encoding when a copy can end there, else transcode them.
+
+    ffmpeg stops copying at the first packet *decoded* at ``trim`` or later; with B-frames the packets before
+    it still show frames up to the reorder delay past ``trim`` (0.4 s at 5 fps). The cut is moved back by
+    the overshoot measured and tried again; when the copy still runs over, the video is re-encoded, which
+    cuts on the exact frame. Mutates ``plan`` (its actions) when it falls back to a transcode.
+    """
+    cut = trim
+    for _ in range(COPY_CUT_TRIES):
+        output, out_info = _run(source, sniffed, info, plan, cut, cut, options)
+        over = max(out_info.duration_s or 0.0, packet_span_s(output, sniff_path(output))) - trim
+        if over <= TRIM_SLACK_S:
+            return output, out_info
+        output.unlink()
+        cut -= over
+        if cut <= 0:
+            break
+    plan.copy_video = False
+    plan.copy_audio = plan.copy_audio and info.audio_codec == "aac"
+    plan.size = _target_size(*_upright(info), profile.max_video_lines)
+    _describe(plan, info, trim, stripping)
+    return _run(source, sniffed, info, plan, trim, trim, options)
 
 
 def _upright(info: MediaInfo) -> tuple[int, int]:

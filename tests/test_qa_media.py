@@ -1,0 +1,67 @@
+"""Media defects found by the QA pass, each reproduced as a user meets it: `nvmedia prepare` on real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from nvmedia import ffmpeg as ff
+from nvmedia.cli import main
+
+
+def make_media(out: Path, *args: str) -> Path:
+    """Write ``out`` with the real ffmpeg (``args`` are its inputs and options)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [ff.find_ffmpeg(), "-nostdin", "-hide_banner", "-v", "error", "-y", *args, str(out)]
+    subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+    return out
+
+
+def prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str | Path) -> list[dict[str, Any]]:
+    """``nvmedia prepare ARGS --dry-run -o manifest``: the manifest's item records."""
+    manifest = tmp_path / "manifest.jsonl"
+    main(["prepare", *map(str, args), "--dry-run", "-o", str(manifest)])
+    capsys.readouterr()
+    records = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
+    return [r for r in records if r.get("type") == "item"]
+
+
+def small_profile(tmp_path: Path, **settings: Any) -> Path:
+    """A profile file: the default profile with ``settings`` changed (short limits keep the media small)."""
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps({"base": "nemotron-3-nano-omni", "name": "small", **settings}), encoding="utf-8")
+    return path
+
+
+def stream_tags(path: Path) -> list[dict[str, str]]:
+    with av.open(str(path)) as container:
+        return [dict(stream.metadata) for stream in container.streams]
+
+
+# 3 ------------------------------------------------------------------------------------------------------------
+
+
+def test_trimmed_stream_copy_never_exceeds_the_trim_and_passes_its_own_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 5 fps H.264 with B-frames: copying every packet decoded before 4 s keeps frames shown up to 4.4 s.
+    clip = make_media(
+        tmp_path / "in" / "long.mp4",
+        *("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=5:duration=6"),
+        *("-f", "lavfi", "-i", "sine=duration=6", "-c:v", "libx264", "-c:a", "aac", "-shortest"),
+    )
+    profile = small_profile(tmp_path, max_video_s=4)
+    (rec,) = prepare(tmp_path, capsys, clip, "--profile", profile, "--trim", "4", "--keep", tmp_path / "k")
+    assert rec["status"] == "ok", rec
+    assert "remux:mp4" in rec["actions"] and "trim:4" in rec["actions"]
+    assert rec["output"]["duration_s"] <= 4.05
+    kept = tmp_path / "k" / "long.mp4"
+    with av.open(str(kept)) as container:
+        assert container.duration is not None and container.duration / 1_000_000 <= 4.05
+    (again,) = prepare(tmp_path, capsys, kept, "--profile", profile)
+    assert again["status"] == "ok", again
