@@ -23,10 +23,12 @@ the last lines of stderr, file paths shortened to their names) or ``timeout``.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -321,6 +323,13 @@ def _paths_in(args: Sequence[str]) -> list[Path]:
     return [Path(a[len("file:") :]) for a in args if a.startswith("file:")]
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def _timeout_error(timeout_s: float) -> ProcessingError:
     return ProcessingError(
         f"ffmpeg ran longer than the {timeout_s:g} s allowed and was stopped",
@@ -336,7 +345,14 @@ def _failure(returncode: int | None, err: bytes, paths: Sequence[Path]) -> Proce
         text = text.replace("file:" + str(path), path.name).replace(str(path), path.name)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     tail = " | ".join(lines[-STDERR_TAIL_LINES:]) or "no message"
-    status = f"exit status {returncode}" if returncode else "exit status 0 but it reported errors"
+    if returncode is not None and returncode < 0:
+        status = f"killed by {_signal_name(-returncode)}"
+        if -returncode == getattr(signal, "SIGXFSZ", None):
+            # The kernel's answer to a write past RLIMIT_FSIZE: name it as the write error the
+            # pipeline turns into no_space ("File too large"), not as damaged media.
+            tail = f"{os.strerror(errno.EFBIG)}: the file size limit of this process was reached"
+    else:
+        status = f"exit status {returncode}" if returncode else "exit status 0 but it reported errors"
     return ProcessingError(
         f"ffmpeg failed ({status}): {tail}",
         code="ffmpeg_failed",

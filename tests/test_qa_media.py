@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +67,32 @@ def test_trimmed_stream_copy_never_exceeds_the_trim_and_passes_its_own_check(
         assert container.duration is not None and container.duration / 1_000_000 <= 4.05
     (again,) = prepare(tmp_path, capsys, kept, "--profile", profile)
     assert again["status"] == "ok", again
+
+
+# 15 -----------------------------------------------------------------------------------------------------------
+
+
+def test_ffmpeg_stopped_by_the_file_size_limit_is_no_space_not_damaged_media(tmp_path: Path) -> None:
+    clip = make_media(
+        tmp_path / "clip.avi",
+        *("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=4"),
+        *("-f", "lavfi", "-i", "sine=duration=4", "-c:v", "mpeg4", "-c:a", "mp3", "-shortest"),
+    )
+    limit = 40_000
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "nvmedia", "prepare", str(clip), "--dry-run", "-o", "-", "--no-output-cache"],
+        preexec_fn=small_files,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    (rec,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 1
+    assert rec["status"] == "error" and rec["error"]["code"] == "no_space", rec["error"]
+    assert f"file size limit of this process ({limit} bytes)" in rec["error"]["message"]
+    assert "damaged" not in rec["error"]["hint"]
