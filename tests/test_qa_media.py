@@ -96,3 +96,32 @@ def test_ffmpeg_stopped_by_the_file_size_limit_is_no_space_not_damaged_media(tmp
     assert rec["status"] == "error" and rec["error"]["code"] == "no_space", rec["error"]
     assert f"file size limit of this process ({limit} bytes)" in rec["error"]["message"]
     assert "damaged" not in rec["error"]["hint"]
+
+
+# 21 -----------------------------------------------------------------------------------------------------------
+
+
+def test_second_audio_track_dropped_gets_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = make_media(
+        tmp_path / "in" / "two_audio.mp4",
+        *("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=1"),
+        *("-f", "lavfi", "-i", "sine=duration=1", "-f", "lavfi", "-i", "sine=f=880:duration=1"),
+        *("-map", "0", "-map", "1", "-map", "2", "-c:v", "libx264", "-c:a", "aac", "-shortest"),
+    )
+    (rec,) = prepare(tmp_path, capsys, clip, "--keep", tmp_path / "k")
+    assert rec["status"] == "ok"
+    assert "audio: kept the first of 2 tracks" in rec["warnings"]
+    with av.open(str(tmp_path / "k" / "two_audio.mp4")) as container:
+        assert len(container.streams.audio) == 1
+
+
+def test_single_audio_track_gets_no_track_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = make_media(
+        tmp_path / "in" / "one_audio.mkv",
+        *("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=1"),
+        *("-f", "lavfi", "-i", "sine=duration=1", "-c:v", "libx264", "-c:a", "aac", "-shortest"),
+    )
+    (rec,) = prepare(tmp_path, capsys, clip)
+    assert rec["status"] == "ok" and "remux:mp4" in rec["actions"]
+    assert not any("tracks" in warning for warning in rec["warnings"])
+

@@ -53,7 +53,7 @@ from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
 from ..validate import Validation, check_output, exact_duration, validate_av, wav_data_chunk
 from ..wire import b64_len
-from . import NormalizedMedia, NormalizeOptions
+from . import NormalizedMedia, NormalizeOptions, dropped_tracks
 from .audio_metadata import audio_rewrite, write_rewrite
 from .limits import check_duration, decode_limit, exceeds
 from .metadata import MalformedContainerError
@@ -119,7 +119,7 @@ def normalize_audio(
     splitting = options.split_long_audio and options.trim_s is None and max_s is not None
     validation = _validate_within(source, sniffed, info, max_s, whole=splitting, refuse=options.trim_s is None)
     duration = validation.decoded_s
-    warnings = list(validation.warnings)
+    warnings = [*validation.warnings, *dropped_tracks(info)]
     if splitting and exceeds(duration, max_s):
         assert max_s is not None
         return _split(source, sniffed, info, profile, options, duration, max_s, warnings)

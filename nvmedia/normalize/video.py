@@ -65,7 +65,7 @@ from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
 from ..validate import Validation, check_output, exact_duration, packet_span_s, validate_av
 from ..wire import b64_len
-from . import NormalizedMedia, NormalizeOptions
+from . import NormalizedMedia, NormalizeOptions, dropped_tracks
 from .limits import check_duration, decode_limit
 
 CONTAINER_NAMES = {"mp4": "mp4", "mov": "mov", "webm": "webm", "matroska": "mkv", "3gp": "3gp", "m4a": "mp4"}
@@ -182,6 +182,7 @@ def normalize_video(
         plan.copy_audio = copy_audio = copy_audio and info.audio_codec == "aac"
     plan.hold_s = hold
     _describe(plan, info, trim, stripping)
+    warnings += dropped_tracks(info)  # a second language or commentary track is not sent: say so
     if trim is not None and plan.copy_video:
         output, out_info = _trimmed_copy(source, sniffed, info, profile, plan, trim, stripping, options)
     else:
