@@ -125,3 +125,46 @@ def test_single_audio_track_gets_no_track_warning(tmp_path: Path, capsys: pytest
     assert rec["status"] == "ok" and "remux:mp4" in rec["actions"]
     assert not any("tracks" in warning for warning in rec["warnings"])
 
+
+# 22 -----------------------------------------------------------------------------------------------------------
+
+PLAIN_AV = (
+    *("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=1"),
+    *("-f", "lavfi", "-i", "sine=duration=1", "-c:v", "libx264", "-c:a", "aac", "-shortest"),
+)
+
+
+def test_personal_handler_names_are_stripped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = make_media(
+        tmp_path / "in" / "gp.mp4",
+        *PLAIN_AV,
+        *("-metadata:s:v:0", "handler_name=GoPro AVC HERO9 SN C3441325"),
+        *("-metadata:s:a:0", "handler_name=Jane's iPhone"),
+    )
+    (rec,) = prepare(tmp_path, capsys, clip, "--keep", tmp_path / "k")
+    assert rec["status"] == "ok"
+    assert "strip-metadata" in rec["actions"] and "remux:mp4" in rec["actions"]
+    handlers = [tags.get("handler_name", "") for tags in stream_tags(tmp_path / "k" / "gp.mp4")]
+    assert not any("GoPro" in name or "Jane" in name for name in handlers), handlers
+
+
+@pytest.mark.parametrize(
+    ("video", "audio"),
+    [
+        ("VideoHandler", "SoundHandler"),  # ffmpeg
+        ("Core Media Video", "Core Media Audio"),  # iPhone
+        ("VideoHandle", "SoundHandle"),  # Android MediaMuxer
+        ("ISO Media file produced by Google Inc.", "ISO Media file produced by Google Inc."),
+    ],
+)
+def test_default_handler_names_still_pass_through(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], video: str, audio: str
+) -> None:
+    clip = make_media(
+        tmp_path / "in" / "plain.mp4",
+        *PLAIN_AV,
+        *("-map_metadata", "-1", "-fflags", "+bitexact"),
+        *("-metadata:s:v:0", f"handler_name={video}", "-metadata:s:a:0", f"handler_name={audio}"),
+    )
+    (rec,) = prepare(tmp_path, capsys, clip)
+    assert rec["status"] == "ok" and rec["actions"] == [], rec["actions"]

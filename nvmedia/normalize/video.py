@@ -103,9 +103,44 @@ INLINE_MARGIN = 0.92
 INLINE_TRIES_PER_RUNG = 3
 
 PLAIN_CONTAINER_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
-PLAIN_STREAM_TAGS = frozenset({"language", "handler_name", "vendor_id", "encoder", "duration"})
+PLAIN_STREAM_TAGS = frozenset({"language", "vendor_id", "encoder", "duration"})
 """Tags (lower-cased) that say nothing about anyone: the file type, the muxing software, the codec's name
-in the sample entry, a track's language and handler, Matroska's track duration."""
+in the sample entry, a track's language, Matroska's track duration."""
+PLAIN_HANDLER_NAMES = frozenset(
+    {
+        "",
+        # ffmpeg (also what every remux here writes)
+        "videohandler",
+        "soundhandler",
+        "subtitlehandler",
+        "datahandler",
+        "timecodehandler",
+        # Apple (iPhone, QuickTime, AVFoundation)
+        "core media video",
+        "core media audio",
+        "core media metadata",
+        "core media data handler",
+        "apple video media handler",
+        "apple sound media handler",
+        "apple alias data handler",
+        # Android's MediaMuxer / MPEG4Writer
+        "videohandle",
+        "soundhandle",
+        "metahandle",
+        # Google (Android camera apps, YouTube)
+        "iso media file produced by google inc.",
+        # muxing tools (x264's, MP4Box, MainConcept)
+        "l-smash video handler",
+        "l-smash audio handler",
+        "gpac iso video handler",
+        "gpac iso audio handler",
+        "mainconcept video media handler",
+        "mainconcept mp4 sound media handler",
+    }
+)
+"""Stream ``handler_name`` values (lower-cased, trimmed) that software writes for everyone. Any other name
+can hold a device model, a serial number or an owner's name ("GoPro AVC HERO9 SN ...", "Jane's iPhone"),
+or a date ("... produced by Google Inc. Created on: 03/12/2021."), so it makes the clip be remuxed without it."""
 
 
 @dataclass
@@ -247,7 +282,7 @@ def _carried_metadata(source: Path, sniffed: Sniffed, info: MediaInfo) -> list[s
             if stream.index not in sent:
                 found.append(f"{stream.type} stream {stream.index}")
                 continue
-            found += [f"stream {stream.index} tag {k}" for k in stream.metadata if k.lower() not in PLAIN_STREAM_TAGS]
+            found += [f"stream {stream.index} tag {k}" for k, v in stream.metadata.items() if not _plain_tag(k, v)]
         if container.chapters():
             found.append("chapters")
     return found
@@ -285,6 +320,13 @@ def _trimmed_copy(
     plan.size = _target_size(*_upright(info), profile.max_video_lines)
     _describe(plan, info, trim, stripping)
     return _run(source, sniffed, info, plan, trim, trim, options)
+
+
+def _plain_tag(key: str, value: str) -> bool:
+    """Whether a stream tag says nothing about anyone (see ``PLAIN_STREAM_TAGS``, ``PLAIN_HANDLER_NAMES``)."""
+    if key.lower() == "handler_name":
+        return value.strip(" \0").lower() in PLAIN_HANDLER_NAMES
+    return key.lower() in PLAIN_STREAM_TAGS
 
 
 def _upright(info: MediaInfo) -> tuple[int, int]:
