@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import resource
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +170,35 @@ def test_default_handler_names_still_pass_through(
     )
     (rec,) = prepare(tmp_path, capsys, clip)
     assert rec["status"] == "ok" and rec["actions"] == [], rec["actions"]
+
+
+# 25 -----------------------------------------------------------------------------------------------------------
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG declaring ``width`` x ``height`` 1-bit pixels, with one empty IDAT: opening it reads only the header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("side", "pixels"), [(10_000, "100,000,000"), (15_000, "225,000,000"), (40_000, "1,600,000,000")]
+)
+def test_too_large_names_the_declared_pixels_and_one_limit_whatever_the_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], side: int, pixels: str
+) -> None:
+    image = png_header_only(tmp_path / f"big{side}.png", side, side)
+    (rec,) = prepare(tmp_path, capsys, image)
+    error = rec["error"]
+    assert error["code"] == "too_large"
+    assert f"declares {side}x{side} = {pixels} pixels, over the safety limit of 89,478,485 pixels" in error["message"]
+    assert "Pillow" not in error["message"] and "178,956,970" not in error["message"]
+    assert "DOS attack" not in error["message"]
+    assert "safety_max_image_pixels" in error["hint"]
