@@ -202,3 +202,36 @@ def test_too_large_names_the_declared_pixels_and_one_limit_whatever_the_size(
     assert "Pillow" not in error["message"] and "178,956,970" not in error["message"]
     assert "DOS attack" not in error["message"]
     assert "safety_max_image_pixels" in error["hint"]
+
+
+# 19 -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        None,  # /bin/true: runs, exits 0, prints nothing
+        '#!/bin/sh\necho "ffmpeg: error while loading shared libraries: libavdevice.so.58" >&2\nexit 127\n',
+        "#!/bin/sh\necho 'usage: convert [options] file'\n",  # some other program
+    ],
+)
+def test_unusable_ffmpeg_stops_the_run_as_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, script: str | None
+) -> None:
+    tone = make_media(tmp_path / "in" / "tone.flac", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "flac")
+    clip = make_media(tmp_path / "in" / "clip.avi", *PLAIN_AV[:4], "-c:v", "mpeg4")
+    broken = Path("/bin/true")
+    if script is not None:
+        broken = tmp_path / "bin" / "ffmpeg"
+        broken.parent.mkdir()
+        broken.write_text(script)
+        broken.chmod(0o755)
+    monkeypatch.setenv(ff.FFMPEG_ENV, str(broken))
+    manifest = tmp_path / "m.jsonl"
+    code = main(["prepare", str(tone), str(clip), "--dry-run", "--no-output-cache", "-o", str(manifest)])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nvmedia: error: "), err
+    assert str(broken) in err and ff.FFMPEG_ENV in err
+    assert "corrupt_media" not in err and "ffmpeg_failed" not in err
