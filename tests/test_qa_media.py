@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import struct
 import subprocess
@@ -235,3 +236,37 @@ def test_unusable_ffmpeg_stops_the_run_as_a_configuration_error(
     assert len(lines) == 1 and lines[0].startswith("nvmedia: error: "), err
     assert str(broken) in err and ff.FFMPEG_ENV in err
     assert "corrupt_media" not in err and "ffmpeg_failed" not in err
+
+
+# 11 -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kept", "label"), [(0.9, "zero90"), (0.5, "zero50"), (1.0, "noeoi")])
+def test_jpeg_with_a_zero_filled_or_missing_tail_is_corrupt_not_reencoded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kept: float, label: str
+) -> None:
+    from PIL import Image
+
+    noise = Image.frombytes("RGB", (300, 200), os.urandom(300 * 200 * 3)).resize((600, 400))
+    whole = tmp_path / "a.jpg"
+    noise.save(whole, quality=90)
+    data = whole.read_bytes()
+    cut = len(data) - 2 if label == "noeoi" else int(len(data) * kept)
+    damaged = tmp_path / "in" / f"{label}.jpg"
+    damaged.parent.mkdir()
+    damaged.write_bytes(data[:cut] + bytes(len(data) - cut if label != "noeoi" else 0))
+    (rec,) = prepare(tmp_path, capsys, damaged)
+    assert rec["status"] == "error", rec.get("actions")
+    assert rec["error"]["code"] == "corrupt_media"
+    assert "truncated" in rec["error"]["message"] or "EOI" in rec["error"]["message"]
+
+
+def test_jpeg_with_bytes_after_its_eoi_still_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    photo = tmp_path / "in" / "trailer.jpg"
+    photo.parent.mkdir()
+    Image.radial_gradient("L").convert("RGB").save(photo, quality=90)
+    photo.write_bytes(photo.read_bytes() + b"SEFH\x00\x00" + bytes(500))  # a vendor trailer after EOI
+    (rec,) = prepare(tmp_path, capsys, photo)
+    assert rec["status"] == "ok" and rec["actions"] == ["strip-metadata"], rec
