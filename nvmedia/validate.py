@@ -60,6 +60,8 @@ SHORTFALL_TOLERANCE_S = 0.5
 SHORTFALL_TOLERANCE_RATIO = 0.05
 """Decoding may fall short of the claimed duration by max(0.5 s, 5 %) before it counts as truncation
 (encoder priming, padding and per-stream rounding stay well inside this)."""
+SHORTFALL_WARNING_S = 0.1
+"""A smaller shortfall than the tolerance, but over this, is reported as a warning (a tail cut off)."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ def validate_av(path: Path, sniffed: Sniffed, info: MediaInfo, *, stop_after_s: 
 def _validate(path: Path, sniffed: Sniffed, info: MediaInfo, stop_after_s: float | None) -> Validation:
     import av
 
+    if sniffed.container == "wav":
+        _check_wav_data_size(path, info)
     claimed = _trusted_claim(path, sniffed, info)
     with open_container(path, sniffed) as container, decoder_log() as log:
         videos = real_video_streams(container) if info.kind == "video" else []
@@ -169,6 +173,9 @@ def _validate(path: Path, sniffed: Sniffed, info: MediaInfo, stop_after_s: float
     ):
         raise _corrupt(path, f"the header claims {claimed:.2f} s but only {decoded:.2f} s can be read (truncated)")
     warnings = []
+    if claimed is not None and not still and not scan.stopped and claimed - decoded > SHORTFALL_WARNING_S:
+        # Within the tolerance but more than priming explains: the tail is most likely cut off.
+        warnings.append(f"the file is shorter than its header says: {decoded:.2f} of {claimed:.2f} s can be read")
     peak = scan.peak_dbfs()
     if peak is not None and peak < SILENCE_DBFS:
         level = "-inf" if math.isinf(peak) else f"{peak:.0f}"
@@ -414,6 +421,30 @@ def _mp3_has_frame_count(path: Path) -> bool:
         start = 0
     window = head[start : start + 2048]
     return any(tag in window for tag in (b"Xing", b"Info", b"VBRI"))
+
+
+def _check_wav_data_size(path: Path, info: MediaInfo) -> None:
+    """Refuse a WAV whose ``data`` chunk declares more bytes than the file holds (it was cut short).
+
+    The placeholder sizes streaming recorders leave (0, 0xFFFFFFFF) say nothing and are let through.
+
+    Raises:
+        MediaError: ``corrupt_media`` naming the declared and the held sizes (and durations, when known).
+    """
+    located = wav_data_chunk(path)
+    if located is None or located[1] in (0, 0xFFFFFFFF):
+        return
+    offset, declared = located
+    held = max(0, path.stat().st_size - offset)
+    if held >= declared:
+        return
+    seconds = ""
+    if info.sample_rate and info.channels and info.bit_depth:  # PCM: the byte rate is fixed
+        rate = info.sample_rate * info.channels * info.bit_depth / 8
+        seconds = f" ({held / rate:.2f} of {declared / rate:.2f} s)"
+    raise _corrupt(
+        path, f"its header declares {declared:,} bytes of sound but the file holds only {held:,}{seconds} (truncated)"
+    )
 
 
 def _wav_size_is_placeholder(path: Path) -> bool:

@@ -270,3 +270,40 @@ def test_jpeg_with_bytes_after_its_eoi_still_passes(tmp_path: Path, capsys: pyte
     photo.write_bytes(photo.read_bytes() + b"SEFH\x00\x00" + bytes(500))  # a vendor trailer after EOI
     (rec,) = prepare(tmp_path, capsys, photo)
     assert rec["status"] == "ok" and rec["actions"] == ["strip-metadata"], rec
+
+
+# 12 -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("missing", [1600, 1601, 2])
+def test_wav_cut_short_is_corrupt_whatever_the_number_of_bytes_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], missing: int
+) -> None:
+    whole = make_media(tmp_path / "a.wav", "-f", "lavfi", "-i", "sine=f=440:duration=5", "-ar", "16000", "-ac", "1")
+    data = whole.read_bytes()
+    cut = tmp_path / "in" / "cut.wav"
+    cut.parent.mkdir()
+    cut.write_bytes(data[:-missing])
+    (rec,) = prepare(tmp_path, capsys, cut)
+    assert rec["status"] == "error" and rec["error"]["code"] == "corrupt_media", rec.get("actions")
+    if missing % 2 == 0:
+        # 5 s of 16-bit mono at 16 kHz: 160,000 bytes declared
+        assert (
+            f"declares 160,000 bytes of sound but the file holds only {160_000 - missing:,}" in rec["error"]["message"]
+        )
+
+
+def test_mp3_missing_its_tail_is_sent_with_a_warning_naming_the_gap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole = make_media(
+        tmp_path / "a.mp3", "-f", "lavfi", "-i", "sine=f=440:duration=5", "-ar", "16000", "-ac", "1", "-b:a", "64k"
+    )
+    data = whole.read_bytes()
+    cut = tmp_path / "in" / "cut90.mp3"
+    cut.parent.mkdir()
+    cut.write_bytes(data[: int(len(data) * 0.9)])
+    (rec,) = prepare(tmp_path, capsys, cut)
+    assert rec["status"] == "ok"
+    gaps = [w for w in rec["warnings"] if "shorter than its header says" in w]
+    assert len(gaps) == 1 and "of 5.00 s" in gaps[0], rec["warnings"]
