@@ -72,6 +72,22 @@ def test_trimmed_stream_copy_never_exceeds_the_trim_and_passes_its_own_check(
     assert again["status"] == "ok", again
 
 
+def test_the_too_long_hint_trim_120_gives_a_video_the_default_profile_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = make_media(
+        tmp_path / "in" / "long130.mp4",
+        *("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=5:duration=130"),
+        *("-f", "lavfi", "-i", "sine=duration=130", "-c:v", "libx264", "-c:a", "aac", "-shortest"),
+    )
+    (refused,) = prepare(tmp_path, capsys, clip)
+    assert refused["error"]["code"] == "too_long" and "--trim 120" in refused["error"]["hint"]
+    (rec,) = prepare(tmp_path, capsys, clip, "--trim", "120", "--keep", tmp_path / "k")
+    assert rec["status"] == "ok" and rec["output"]["duration_s"] <= 120.05
+    (again,) = prepare(tmp_path, capsys, tmp_path / "k" / "long130.mp4")
+    assert again["status"] == "ok", again.get("error")
+
+
 # 15 -----------------------------------------------------------------------------------------------------------
 
 
