@@ -79,6 +79,8 @@ class Validation:
         warnings: things to tell the user (a silent track).
         video_packets: video frames in the file (packets demuxed), 1 for a still.
         complete: False when decoding stopped early at ``stop_after_s`` (the rest was not read).
+        last_audio_packet: the first 4 bytes and the size of the last audio packet demuxed (None without
+            audio, or when decoding stopped early): a frame cut short by a missing tail shows there.
     """
 
     decoded_s: float
@@ -90,6 +92,7 @@ class Validation:
     warnings: list[str] = field(default_factory=list)
     video_packets: int = 0
     complete: bool = True
+    last_audio_packet: tuple[bytes, int] | None = None
 
     @property
     def silent(self) -> bool:
@@ -190,6 +193,7 @@ def _validate(path: Path, sniffed: Sniffed, info: MediaInfo, stop_after_s: float
         warnings=warnings,
         video_packets=scan.video_packets,
         complete=not scan.stopped,
+        last_audio_packet=None if scan.last_audio is None or scan.stopped else scan.last_audio,
     )
 
 
@@ -205,6 +209,7 @@ class _Scan:
         self.audio_samples = 0
         self.keyframes = 0
         self.corrupt_frames: list[tuple[str, float]] = []
+        self.last_audio: tuple[bytes, int] | None = None
         self.spans: dict[int, tuple[float, float]] = {}
         self.peak = 0
         self._astream = astream
@@ -315,6 +320,8 @@ def _demux_pass(container: Any, vstream: Any, astream: Any, scan: _Scan, log: De
             if scan.keyframes <= 1:
                 scan.video_decoded(_decode_video(packet, first_key, log), first_key)
         else:
+            if packet.size:
+                scan.last_audio = (bytes(memoryview(packet)[:4]), packet.size)
             for frame in packet.decode():
                 scan.audio_frame(frame)
     return last_key

@@ -323,3 +323,22 @@ def test_mp3_missing_its_tail_is_sent_with_a_warning_naming_the_gap(
     assert rec["status"] == "ok"
     gaps = [w for w in rec["warnings"] if "shorter than its header says" in w]
     assert len(gaps) == 1 and "of 5.00 s" in gaps[0], rec["warnings"]
+
+
+def test_mp3_without_a_frame_count_missing_its_tail_gets_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole = make_media(
+        tmp_path / "a.mp3",
+        *("-f", "lavfi", "-i", "sine=f=440:duration=5", "-ar", "16000", "-ac", "1"),
+        *("-c:a", "libmp3lame", "-b:a", "64k", "-write_xing", "0"),
+    )
+    data = whole.read_bytes()
+    cut = tmp_path / "in" / "cut90.mp3"
+    cut.parent.mkdir()
+    cut.write_bytes(data[: int(len(data) * 0.9)])
+    (rec,) = prepare(tmp_path, capsys, cut)
+    assert rec["status"] == "ok"
+    assert any("last MP3 frame is cut short" in w for w in rec["warnings"]), rec["warnings"]
+    (healthy,) = prepare(tmp_path, capsys, whole)
+    assert healthy["status"] == "ok" and healthy["warnings"] == []
