@@ -88,6 +88,24 @@ def test_the_too_long_hint_trim_120_gives_a_video_the_default_profile_accepts(
     assert again["status"] == "ok", again.get("error")
 
 
+def test_trimmed_copy_that_cannot_end_by_the_trim_is_transcoded_instead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Eight B-frames at 5 fps: a copy cut in decode order runs 1.6 s past the cut, or ends far before it.
+    clip = make_media(
+        tmp_path / "in" / "bframes.mp4",
+        *("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=5:duration=8", "-c:v", "libx264"),
+        *("-x264-params", "bframes=8:b-pyramid=normal:b-adapt=0", "-an"),
+    )
+    profile = small_profile(tmp_path, max_video_s=7)
+    (rec,) = prepare(tmp_path, capsys, clip, "--profile", profile, "--trim", "3.9", "--keep", tmp_path / "k")
+    assert rec["status"] == "ok", rec.get("error")
+    assert rec["actions"] == ["trim:3.9", "transcode:h264"]
+    assert rec["output"]["duration_s"] <= 3.9 + 0.2  # the last frame kept is shown for its 0.2 s
+    (again,) = prepare(tmp_path, capsys, tmp_path / "k" / "bframes.mp4", "--profile", profile)
+    assert again["status"] == "ok", again.get("error")
+
+
 # 15 -----------------------------------------------------------------------------------------------------------
 
 

@@ -26,7 +26,8 @@ Rules, in order:
    (``transcode:aac``) while the video is still copied. A trimmed copy must end by
    the trim: ffmpeg stops a copy in decode order, so with B-frames it keeps frames
    shown past the cut; the packets' span is measured, the cut moved back by the
-   overshoot once, and a copy still too long is transcoded (exact to the frame).
+   overshoot once, and a copy still too long (or ending over a second early) is
+   transcoded (exact to the frame).
 5. Otherwise ffmpeg transcodes the video to H.264 (libx264 ``veryfast``, CRF 23,
    yuv420p, even dimensions) with AAC audio in MP4: the display rotation is
    applied (``rotate``; many decoders ignore the display matrix, so a rotated
@@ -88,6 +89,8 @@ TRIM_SLACK_S = 0.05
 """How far a trimmed output may run past ``--trim``: the last audio frame (an AAC frame lasts 21-46 ms)."""
 COPY_CUT_TRIES = 2
 """Stream copies tried (the second cut earlier by the first's overshoot) before a trim is re-encoded."""
+COPY_SHORTFALL_MAX_S = 1.0
+"""How much shorter than ``--trim`` a stream copy may end (it stops at a packet) before the trim is re-encoded."""
 
 STILL_MIN_S = 1.0
 """A single-frame video becomes a clip at least this long (longer when its header or its audio says so)."""
@@ -302,19 +305,27 @@ def _trimmed_copy(
 
     ffmpeg stops copying at the first packet *decoded* at ``trim`` or later; with B-frames the packets before
     it still show frames up to the reorder delay past ``trim`` (0.4 s at 5 fps). The cut is moved back by
-    the overshoot measured and tried again; when the copy still runs over, the video is re-encoded, which
-    cuts on the exact frame. Mutates ``plan`` (its actions) when it falls back to a transcode.
+    the overshoot measured and tried again; when the copy still runs over, or ends more than
+    ``COPY_SHORTFALL_MAX_S`` early, the video is re-encoded, which cuts on the exact frame. Mutates ``plan``
+    (its actions) when it falls back to a transcode.
     """
     cut = trim
     for _ in range(COPY_CUT_TRIES):
-        output, out_info = _run(source, sniffed, info, plan, cut, cut, options)
-        over = max(out_info.duration_s or 0.0, packet_span_s(output, sniff_path(output))) - trim
-        if over <= TRIM_SLACK_S:
-            return output, out_info
+        output, out_info = _run(source, sniffed, info, plan, cut, cut, options, check=False)
+        try:
+            # The header (edit list, sample tables) and the packets must both end within the window.
+            lengths = (out_info.duration_s or 0.0, packet_span_s(output, sniff_path(output)))
+            if trim - COPY_SHORTFALL_MAX_S <= min(lengths) and max(lengths) <= trim + TRIM_SLACK_S:
+                check_output(output, source, "video", max(lengths))  # never ok with no frames
+                return output, out_info
+        except BaseException:
+            output.unlink(missing_ok=True)
+            raise
         output.unlink()
+        over = max(lengths) - trim
+        if over <= TRIM_SLACK_S or over >= cut:
+            break  # too short already, or nothing would be left: only a transcode cuts right
         cut -= over
-        if cut <= 0:
-            break
     plan.copy_video = False
     plan.copy_audio = plan.copy_audio and info.audio_codec == "aac"
     plan.size = _target_size(*_upright(info), profile.max_video_lines)
@@ -393,7 +404,10 @@ def _run(
     trim: float | None,
     length: float,
     options: NormalizeOptions,
+    *,
+    check: bool = True,
 ) -> tuple[Path, MediaInfo]:
+    """Run the plan's ffmpeg command; with ``check``, prove the output holds ``length`` seconds of media."""
     import ffmpeg
 
     output = ff.output_path(options.workdir, source, ".mp4")
@@ -439,11 +453,12 @@ def _run(
     per_second = REMUX_TIMEOUT_PER_S if plan.copy_video else TRANSCODE_TIMEOUT_PER_S
     try:
         ff.run_to_file(node, output, timeout_s=ff.timeout_for(length, per_second=per_second))
-        check_output(output, source, "video", length)  # never ok with no frames, or cut short
+        if check:
+            check_output(output, source, "video", length)  # never ok with no frames, or cut short
+        return output, with_digest(output, probe_av(output, sniff_path(output)))
     except BaseException:
         output.unlink(missing_ok=True)
         raise
-    return output, with_digest(output, probe_av(output, sniff_path(output)))
 
 
 def _fit_inline(
