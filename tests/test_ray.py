@@ -575,6 +575,19 @@ def test_usage_errors_are_exit_2_with_a_reason(args: list[str], says: str, capsy
     assert says in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["prepare", "batch"])
+def test_an_address_where_no_cluster_listens_is_exit_2_not_a_hang(tmp_path: Path, command: str) -> None:
+    # A fresh process: this module's own Ray session would otherwise be joined whatever the address.
+    words = ["Hi"] if command == "batch" else []
+    args = [command, *words, str(CORPUS / "pillow__hopper.png"), "--engine", "ray", "--address", "127.0.0.1:1",
+            "--emulate", "-o", str(tmp_path / "out.jsonl")]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "nvmedia", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "no Ray cluster answers at --address 127.0.0.1:1" in done.stderr
+    if command == "prepare":
+        assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_bad_options_of_prepare_dataset_raise_config_error() -> None:
     ds = ray.data.from_items([{"input": "x.png"}])
     with pytest.raises(ConfigError, match="name of a record field"):
