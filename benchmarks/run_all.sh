@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 quick=("$@")
 python bench_startup.py
+python bench_ffmpeg_check.py
 python bench_passthrough.py
 python bench_photo.py "${quick[@]}"
 python bench_av.py "${quick[@]}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from .memory import MemoryBudget
 from .normalize_stage import normalize_batch, plan_keep, source_size
 from .settings import ProgressFn, Settings
 from .sources import Source, SourceLike, expand
+from .workdirs import owned_tempdir, remove_stale
 from .workers import batches
 
 if TYPE_CHECKING:
@@ -108,7 +108,8 @@ def _plan(
     sources = expand(inputs, settings.group)
     if settings.keep is not None:
         plan_keep(inputs, sources, settings.keep, (), pieces=settings.split_long_audio)
-    workdir = Path(tempfile.mkdtemp(prefix="nvmedia-"))
+    remove_stale()  # the work folders killed runs left (workdirs.py)
+    workdir = owned_tempdir()
     earlier = kept = None
     try:
         if resume is not None:

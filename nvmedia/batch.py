@@ -12,11 +12,16 @@ they are kept.
 ``AnswerFile`` writes the records as JSON Lines as they come, flushed line by
 line, so an interrupted run keeps what it had answered and ``--resume``
 continues it: answered (``ok``) and ``skipped`` records are kept, failed ones
-are asked again, and the finished file is put back in input order.
+(and groups sent without an input that failed) are asked again, and the
+finished file is put back in input order. Each answer record carries what
+shaped it (``asked``: the prompt's SHA-256, the model and the sampling
+parameters); ``--resume`` refuses a file whose answers were asked differently,
+naming each difference, rather than keep answers to another question.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -39,7 +44,7 @@ if TYPE_CHECKING:
 RECORD_TYPE: Final = "answer"
 _WAKE_S: Final = 0.25
 DONE_STATUSES: Final = frozenset({"ok", "skipped"})
-"""Record statuses ``--resume`` keeps; inputs whose record has another status are asked again."""
+"""Record statuses ``--resume`` keeps (unless inputs of the request ``failed``); the rest are asked again."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,34 @@ def read_prompt_file(path: Path) -> tuple[str | None, dict[str, str] | None]:
 
 # -- records ----------------------------------------------------------------------------------------------
 
+_SHAPING_PARAMS: Final = ("model", "max_tokens", "reasoning_budget", "seed", "temperature", "top_p", "think")
+"""The ``ChatParams`` fields that shape an answer, as recorded in ``asked`` (and named by their flags)."""
+
+
+def asked(prompt: str, params: ChatParams) -> dict[str, Any]:
+    """What shapes the answer to ``prompt``: its SHA-256 (not the text), the model and the sampling parameters."""
+    shaping = {name: getattr(params, name) for name in _SHAPING_PARAMS}
+    return {"prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(), **shaping}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-") if name != "think" else "--think/--no-think"
+
+
+def _shown_value(value: object) -> str:
+    return "none" if value is None else json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def asked_differently(earlier: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list[str]:
+    """What differs between how an answer was asked (``earlier``, None when unrecorded) and ``now``."""
+    if earlier is None:
+        return ["prompt and options (the record does not say which)"]
+    differences = ["prompt"] if earlier.get("prompt_sha256") != now["prompt_sha256"] else []
+    for name in _SHAPING_PARAMS:
+        if earlier.get(name) != now[name]:
+            differences.append(f"{_flag(name)} ({_shown_value(earlier.get(name))}, now {_shown_value(now[name])})")
+    return differences
+
 
 def skipped_record(unit: Unit) -> dict[str, Any]:
     return {"type": RECORD_TYPE, "sources": list(unit.sources), "status": "skipped", "reason": unit.skip_reason}
@@ -193,8 +226,9 @@ def answer_record(
     failed: Iterable[tuple[str, NVMediaError]] = (),
     asset_ids: Sequence[str] = (),
     warnings: Sequence[str] = (),
+    asked_as: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON object of one answered (or failed) request."""
+    """The JSON object of one answered (or failed) request; ``asked_as`` is its ``asked`` value."""
     record: dict[str, Any] = {
         "type": RECORD_TYPE,
         "sources": list(unit.sources),
@@ -207,6 +241,8 @@ def answer_record(
         "latency_s": round(answer.latency_s, 3) if answer is not None else None,
         "error": error.to_dict() if error is not None else None,
     }
+    if asked_as is not None:
+        record["asked"] = dict(asked_as)
     failed_list = [{"source": source, "error": exc.to_dict()} for source, exc in failed]
     if failed_list:
         record["failed"] = failed_list
@@ -248,8 +284,9 @@ def _prepare(unit: Unit, media: MediaOptions, client: Client) -> Prepared | NVMe
 
 def _answer(unit: Unit, prepared_future: Future[Prepared | NVMediaError], settings: BatchSettings) -> dict[str, Any]:
     prepared = prepared_future.result()
+    asked_as = asked(unit.prompt, settings.params)
     if isinstance(prepared, NVMediaError):
-        return answer_record(unit, error=prepared)
+        return answer_record(unit, error=prepared, asked_as=asked_as)
     answer: Answer | None = None
     error: NVMediaError | None = None
     failed = [(it.source, it.error) for it in prepared.items if it.status == "error" and it.error is not None]
@@ -267,7 +304,9 @@ def _answer(unit: Unit, prepared_future: Future[Prepared | NVMediaError], settin
         asset_ids = prepared.asset_ids if settings.keep_assets else []
     finally:
         warnings = release(prepared, keep_assets=settings.keep_assets)
-    return answer_record(unit, answer=answer, error=error, failed=failed, asset_ids=asset_ids, warnings=warnings)
+    return answer_record(
+        unit, answer=answer, error=error, failed=failed, asset_ids=asset_ids, warnings=warnings, asked_as=asked_as
+    )
 
 
 @dataclass
@@ -398,12 +437,21 @@ class AnswerFile:
         target: the file, or None to write to ``stream``.
         resume: keep the answered and skipped records already in ``target``.
         stream: the text stream used when ``target`` is None.
+        asked_now: with ``resume``, how each unit (by key) is asked in this run; an answer
+            kept for a unit asked differently stops the run before the file is touched.
 
     Attributes:
         done: the keys of the records kept from an earlier run.
     """
 
-    def __init__(self, target: Path | None, *, resume: bool = False, stream: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        target: Path | None,
+        *,
+        resume: bool = False,
+        stream: IO[str] | None = None,
+        asked_now: Mapping[tuple[str, ...], Mapping[str, Any]] | None = None,
+    ) -> None:
         self.target = target
         self.done: set[tuple[str, ...]] = set()
         self._kept: list[dict[str, Any]] = []
@@ -415,9 +463,13 @@ class AnswerFile:
             return
         if resume:
             for record in read_records(target):
-                if record.get("status") in DONE_STATUSES and _key(record) not in self.done:
+                # A group sent without some of its inputs is not answered yet: ask it again whole.
+                done = record.get("status") in DONE_STATUSES and not record.get("failed")
+                if done and _key(record) not in self.done:
                     self.done.add(_key(record))
                     self._kept.append(record)
+            if asked_now is not None:
+                _refuse_answers_asked_differently(target, self._kept, asked_now)
         try:
             # Failed and torn lines of the earlier run go now; their inputs are asked again.
             self._replace([_line(r) for r in self._kept])
@@ -454,3 +506,29 @@ class AnswerFile:
             latest[_key(record)] = record
         ordered = sorted(latest.values(), key=lambda r: rank.get(_key(r), len(rank)))
         self._replace(_line(r) for r in ordered)
+
+
+def _refuse_answers_asked_differently(
+    target: Path, kept: Sequence[Mapping[str, Any]], asked_now: Mapping[tuple[str, ...], Mapping[str, Any]]
+) -> None:
+    """Stop a resumed run whose kept answers were asked with another prompt, model or parameters.
+
+    Raises:
+        ConfigError: naming how many answers differ and each difference.
+    """
+    differences: dict[str, None] = {}  # ordered, without repeats
+    count = 0
+    for record in kept:
+        now = asked_now.get(_key(record))
+        if record.get("status") != "ok" or now is None:
+            continue  # skipped inputs do not depend on the question; others' records are not this run's
+        earlier = record.get("asked")
+        found = asked_differently(earlier if isinstance(earlier, dict) else None, now)
+        count += bool(found)
+        differences.update(dict.fromkeys(found))
+    if count:
+        raise ConfigError(
+            f"--resume: {count} answer{'s' if count != 1 else ''} in {target} {'were' if count != 1 else 'was'} "
+            f"asked with another {', '.join(differences)}",
+            hint="resume with the same prompt and options, or drop --resume (or pick another -o) to ask again",
+        )

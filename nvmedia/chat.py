@@ -26,6 +26,7 @@ import functools
 import http
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +119,14 @@ class ChatParams:
     temperature: float | None = None
     top_p: float | None = None
     think: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("temperature", "top_p"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(
+                    f"{name} must be a finite number, not {value}", hint="NaN and infinities cannot be sent as JSON"
+                )
 
     def system_prompt(self, kinds: Collection[str]) -> str | None:
         """The reasoning switch for a request carrying media of these kinds, or None."""
@@ -341,7 +350,13 @@ class ChatClient:
                 retries used up, a connection lost, a stream that ended without ``[DONE]``).
         """
         stream = bool(body.get("stream"))
-        payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        try:  # NaN and Infinity are not JSON (RFC 8259): the service would refuse them
+            payload = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except ValueError:
+            raise ConfigError(
+                "the request body holds a number that is not finite (NaN or an infinity)",
+                hint="pass finite sampling parameters",
+            ) from None
         request_headers = {
             **(headers or {}),
             "Authorization": f"Bearer {self._key}",
@@ -594,7 +609,7 @@ def prepare_media(sources: Sequence[str], options: MediaOptions, client: Client)
         assets = sum(1 for it in prepared.items if it.ok and it.delivery == "asset")
         release(prepared)
         raise PlanError(
-            f"these inputs need {assets} assets; one request may reference at most "
+            f"the request needs {assets} assets; one request may reference at most "
             f"{client.settings(profile=options.profile).profile.max_assets}",
             code="too_many_assets",
             hint="send fewer files per question, or let more go inline (--mode auto, a higher --inline-limit)",

@@ -10,6 +10,7 @@ or SIGINT stopped the run (the manifest then holds every request finished).
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import shutil
@@ -341,10 +342,8 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def _fail(message: str, hint: str = "", code: str | None = None) -> int:
+def _fail(message: str, hint: str = "") -> int:
     line = f"nvmedia: error: {shown(message)}"
-    if code:
-        line += f" [{code}]"
     if hint:
         line += f" ({hint})"
     print(line.replace("\n", " "), file=sys.stderr)
@@ -386,6 +385,7 @@ class _Manifest:
         self.target = Path(output)
         self.partial: Path | None = None
         self.failed = False
+        self.written = 0
         self.out: IO[str] = sys.stdout
         if not self.to_stdout:
             partial = self.partial_of(self.target)
@@ -419,11 +419,14 @@ class _Manifest:
         if request is not None:
             lines.append(record_line(request.to_record()))
         text = "".join(lines)
+        size = len(text.encode("utf-8"))
         try:
             self.out.write(text)
             self.out.flush()
         except OSError as exc:
-            raise self._failure(exc, len(text.encode("utf-8"))) from None
+            # Over a file size limit what counts is the whole file; out of space, what is left to write.
+            raise self._failure(exc, self.written + size if exc.errno == errno.EFBIG else size) from None
+        self.written += size
 
     def commit(self) -> None:
         """Make the manifest durable and put it in place (atomically over the previous one)."""
@@ -724,7 +727,7 @@ def _write_manifest(
     except _ManifestError as exc:
         failed = exc
     if failed is not None:
-        return _fail(failed.error.message, failed.error.hint, failed.error.code)
+        return _fail(failed.error.message, failed.error.hint)
     signum = received()
     if interrupted is None and signum is not None:
         interrupted = Interrupted(signum)  # it came once all the work was done: still honour it

@@ -3,23 +3,27 @@
 Only argparse loads when the parsers are built; the chat client, the pipeline
 and the emulator load when a command runs. Exit status: 0 when every request
 was answered, 1 when one failed (a clear line on stderr says why), 2 for a
-usage or configuration error, 130 when interrupted.
+usage or configuration error, 130 when interrupted by Ctrl-C (SIGINT), 143 by SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .errors import ConfigError, NVMediaError
+from .names import shown
+from .signals import interrupt_on_signals
 
 if TYPE_CHECKING:
     from .batch import Unit
@@ -52,6 +56,16 @@ def _budget(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < -1:
         raise argparse.ArgumentTypeError(f"expected a number >= -1 (-1: no budget), got {value}")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):  # NaN and infinities are not JSON: no service would take them
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
 
 
@@ -102,6 +116,33 @@ def fetch_policy(args: argparse.Namespace) -> FetchPolicy | None:
 # -- parsers ----------------------------------------------------------------------------------------------
 
 
+class _InputsAfterDoubleDash(argparse.ArgumentParser):
+    """A sub-command parser that takes the words after a ``--`` that follows its options as more inputs.
+
+    argparse fills all positionals at their first run of words, so in
+    ``chat PROMPT --emulate -- -odd.png`` the words after ``--`` would be left over
+    ("unrecognized arguments"); ``prepare`` takes them, and so do ``chat`` and ``batch``.
+    """
+
+    inputs_dest = "sources"
+
+    def parse_known_args(  # type: ignore[override]  # one signature for typeshed's overloads
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras[:1] == ["--"]:
+            getattr(parsed, self.inputs_dest).extend(extras[1:])
+            extras = []
+        return parsed, extras
+
+
+def _take_inputs_after_double_dash(parser: argparse.ArgumentParser, dest: str) -> None:
+    # add_parser builds every sub-command with the top parser's class; these two need one more step.
+    parser.__class__ = _InputsAfterDoubleDash
+    assert isinstance(parser, _InputsAfterDoubleDash)
+    parser.inputs_dest = dest
+
+
 def _add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model and endpoint")
     model.add_argument("-m", "--model", metavar="MODEL", help=f"model id (default: {DEFAULT_MODEL_SHOWN})")
@@ -120,8 +161,8 @@ def _add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
         "--reasoning-budget", type=_budget, metavar="N", help="most tokens spent reasoning (-1: no budget)"
     )
     model.add_argument("--seed", type=int, metavar="N", help="sampling seed, for repeatable answers")
-    model.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
-    model.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling mass")
+    model.add_argument("--temperature", type=_finite, metavar="T", help="sampling temperature")
+    model.add_argument("--top-p", type=_finite, metavar="P", help="nucleus sampling mass")
     model.add_argument(
         "--think",
         action=argparse.BooleanOptionalAction,
@@ -154,6 +195,7 @@ def add_parsers(sub: Any) -> None:
         description="Prepare the media, send one chat request with PROMPT, print the answer, and delete "
         "the assets it uploaded.",
     )
+    _take_inputs_after_double_dash(chat, "sources")
     chat.add_argument("prompt", metavar="PROMPT", help="the question ('-' reads it from stdin)")
     chat.add_argument("sources", nargs="*", metavar="FILE|URL", help="media to send with it (files, folders, URLs)")
     out = chat.add_argument_group("output")
@@ -181,6 +223,7 @@ def add_parsers(sub: Any) -> None:
         description="Answer PROMPT for every input (files, folders walked recursively, URLs): one request per "
         "input or per --group, -j at a time, one JSON line per request in input order.",
     )
+    _take_inputs_after_double_dash(batch, "words")
     batch.add_argument("words", nargs="*", metavar="PROMPT PATH", help="the prompt, then files, folders or URLs")
     batch.add_argument("-o", "--output", default="-", metavar="FILE", help="answers (JSON Lines); '-' is stdout")
     batch.add_argument(
@@ -218,7 +261,7 @@ def _error_line(exc: NVMediaError, prefix: str = "") -> str:
     line = f"nvmedia: error: {prefix}{exc.message}"
     if exc.hint:
         line += f" ({exc.hint})"
-    return line.replace("\n", " ")
+    return shown(line)
 
 
 def _params(args: argparse.Namespace) -> ChatParams:
@@ -321,8 +364,39 @@ def _read_prompt(text: str) -> str:
     return prompt.strip() if text == "-" else prompt
 
 
+def _for_chat(exc: NVMediaError, args: argparse.Namespace) -> NVMediaError:
+    """``exc`` with a hint that names what ``chat`` can do (the library's hints name ``prepare``'s options)."""
+    if exc.code == "too_many_assets":
+        inline = ", let small ones go inline (--mode auto)" if args.mode == "asset" else ""
+        hint = f"send fewer files{inline}, or ask about them in several requests: nvmedia batch --group file|dir"
+    elif "--trim" in exc.hint:  # chat has no --trim: prepare makes the shorter copy
+        limit = re.search(r"--trim (\d+)", exc.hint)
+        if limit is not None:
+            hint = (
+                f"chat sends whole files: make a copy of the first {limit.group(1)} s with "
+                f"nvmedia prepare FILE --trim {limit.group(1)} --keep DIR --dry-run, and send that"
+            )
+        else:
+            copy = "a shorter copy (nvmedia prepare FILE --trim SECONDS --keep DIR --dry-run)"
+            hint = re.sub(r"--trim\b[^,;)]*", copy, exc.hint, count=1)
+    else:
+        return exc
+    return NVMediaError(exc.message, code=exc.code, hint=hint)
+
+
+def _exit_status(exc: NVMediaError) -> int:
+    """2 for a usage or configuration error; 1 for the rest, such as a refused key (``auth_failed``)
+    or an unreachable asset API (``asset_api_error``), whichever endpoint it comes from."""
+    return EXIT_USAGE if isinstance(exc, ConfigError) and exc.code == "config" else EXIT_ERROR
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
-    """``nvmedia chat PROMPT [FILE|URL ...]``."""
+    """``nvmedia chat PROMPT [FILE|URL ...]``; SIGTERM, like Ctrl-C, still deletes the uploaded assets."""
+    with interrupt_on_signals():
+        return _chat(args)
+
+
+def _chat(args: argparse.Namespace) -> int:
     from .chat import ask
 
     def warn(message: str) -> None:
@@ -351,12 +425,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 )
             finally:
                 printer.finish()
-    except ConfigError as exc:
-        print(_error_line(exc), file=sys.stderr)
-        return EXIT_USAGE
     except NVMediaError as exc:
-        print(_error_line(exc), file=sys.stderr)
-        return EXIT_ERROR
+        print(_error_line(_for_chat(exc, args)), file=sys.stderr)
+        return _exit_status(exc)
     if args.json:
         print(json.dumps(answer.response, indent=2, ensure_ascii=False))
     return EXIT_OK
@@ -421,11 +492,14 @@ def _batch_inputs(args: argparse.Namespace) -> tuple[str | None, dict[str, str] 
 
 def _summary(counts: dict[str, int], resumed: int, elapsed: float, output: str, interrupted: bool) -> str:
     total = counts["ok"] + counts["skipped"] + counts["error"]
-    errors = counts["error"]
+    errors, left_out = counts["error"], counts["failed_inputs"]
     text = (
         f"{total} request{'s' if total != 1 else ''}: {counts['ok']} answered, {counts['skipped']} skipped, "
         f"{errors} error{'s' if errors != 1 else ''}"
     )
+    if left_out:
+        their = "its" if left_out == 1 else "their"
+        text += f"; {left_out} input{'s' if left_out != 1 else ''} failed (left out of {their} request)"
     if resumed:
         text += f"; {resumed} already answered (--resume)"
     text += f"; {elapsed:.1f} s"
@@ -435,8 +509,13 @@ def _summary(counts: dict[str, int], resumed: int, elapsed: float, output: str, 
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    """``nvmedia batch PROMPT PATH... -o answers.jsonl``."""
-    from .batch import AnswerFile, BatchSettings, plan_units, run_batch
+    """``nvmedia batch PROMPT PATH... -o answers.jsonl``; SIGTERM, like Ctrl-C, lets the requests in flight finish."""
+    with interrupt_on_signals():
+        return _batch(args)
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import AnswerFile, BatchSettings, asked, plan_units, run_batch
 
     started = time.monotonic()
     try:
@@ -454,11 +533,15 @@ def cmd_batch(args: argparse.Namespace) -> int:
         units = plan_units(paths, prompt=prompt, prompts=prompts, group=args.group)
         params = _params(args)
         with _endpoint(args) as (client, media):
+            asked_now = {unit.key: asked(unit.prompt, params) for unit in units if unit.skip_reason is None}
             answers = AnswerFile(
-                None if args.output == "-" else Path(args.output), resume=args.resume, stream=sys.stdout
+                None if args.output == "-" else Path(args.output),
+                resume=args.resume,
+                stream=sys.stdout,
+                asked_now=asked_now,
             )
             todo = [unit for unit in units if unit.key not in answers.done]
-            counts = {"ok": 0, "skipped": 0, "error": 0}
+            counts = {"ok": 0, "skipped": 0, "error": 0, "failed_inputs": 0}
             progress = _BatchProgress(sys.stderr, len(todo)) if sys.stderr.isatty() else None
 
             def on_record(unit: Unit, record: dict[str, Any]) -> None:
@@ -466,14 +549,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 counts[record["status"]] += 1
                 if progress is not None:
                     progress.record(unit, record["status"])
-                if record["status"] == "error":
-                    if progress is not None:
-                        progress.clear()
-                    error = record["error"]
-                    print(
-                        f"nvmedia: error: {', '.join(unit.sources)}: {error['code']}: {error['message']}",
-                        file=sys.stderr,
-                    )
+                # One line per failure: the request's, and each input a group was sent without.
+                failures = [(", ".join(unit.sources), record["error"])] if record["status"] == "error" else []
+                failures += [(entry["source"], entry["error"]) for entry in record.get("failed", ())]
+                counts["failed_inputs"] += len(record.get("failed", ()))
+                if failures and progress is not None:
+                    progress.clear()
+                for where, error in failures:
+                    print(shown(f"nvmedia: error: {where}: {error['code']}: {error['message']}"), file=sys.stderr)
 
             def on_stopping(in_flight: int) -> None:
                 if progress is not None:
@@ -506,10 +589,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 resumed = len(units) - len(todo)
                 summary = _summary(counts, resumed, time.monotonic() - started, args.output, interrupted)
                 print(summary, file=sys.stderr)
-    except ConfigError as exc:
-        print(_error_line(exc), file=sys.stderr)
-        return EXIT_USAGE
     except NVMediaError as exc:
         print(_error_line(exc), file=sys.stderr)
-        return EXIT_ERROR
-    return EXIT_ERROR if counts["error"] else EXIT_OK
+        return _exit_status(exc)
+    return EXIT_ERROR if counts["error"] or counts["failed_inputs"] else EXIT_OK

@@ -270,12 +270,15 @@ class _ClientBase(ABC, Generic[HttpT, AssetsT]):
         try:
             return list_ids()
         except AuthError as exc:
-            raise ConfigError(f"the asset API refused the key: {exc.message}", hint=exc.hint) from None
+            raise ConfigError(
+                f"the asset API refused the key: {exc.message}", code="auth_failed", hint=exc.hint
+            ) from None
         except AssetAPIError as exc:
             if exc.status_code is not None:
                 raise
             raise ConfigError(
                 f"the asset API at {redact_url(self.assets_url)} is unreachable: {exc.message}",
+                code="asset_api_error",
                 hint=f"check {ref('assets_url')} / NVMEDIA_ASSETS_URL and the network, or use {ref('dry_run', True)}",
             ) from None
 

@@ -198,14 +198,12 @@ class ConfigError(NVMediaError):
     default_code = "config"
 
 
-class AssetAPIError(NVMediaError):
-    """The asset service refused or failed a call.
+class ServiceError(NVMediaError):
+    """An answer of one of the service's HTTP APIs: a refusal or a failure.
 
     Attributes:
         status_code: the HTTP status, when there was a response.
     """
-
-    default_code = "asset_api_error"
 
     def __init__(
         self, message: str, *, code: str | None = None, hint: str = "", status_code: int | None = None
@@ -214,13 +212,20 @@ class AssetAPIError(NVMediaError):
         self.status_code = status_code
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_api, (type(self), self._message, self.code, self._hint, self.status_code))
+        # References unrendered, as NVMediaError's own.
+        return (_rebuild_service_error, (type(self), self._message, self.code, self._hint, self.status_code))
 
 
-def _rebuild_api(
-    cls: type[AssetAPIError] | type[ChatError], message: str, code: str, hint: str, status_code: int | None
-) -> AssetAPIError | ChatError:
+def _rebuild_service_error(
+    cls: type[ServiceError], message: str, code: str, hint: str, status_code: int | None
+) -> ServiceError:
     return cls(message, code=code, hint=hint, status_code=status_code)
+
+
+class AssetAPIError(ServiceError):
+    """The asset service refused or failed a call."""
+
+    default_code = "asset_api_error"
 
 
 class AuthError(AssetAPIError):
@@ -241,23 +246,10 @@ class FetchError(InputError):
     default_code = "fetch_failed"
 
 
-class ChatError(NVMediaError):
-    """The chat endpoint refused or failed a request (``chat_failed``, ``auth_failed``, ``timeout``).
-
-    Attributes:
-        status_code: the HTTP status, when there was a response.
-    """
+class ChatError(ServiceError):
+    """The chat endpoint refused or failed a request (``chat_failed``, ``auth_failed``, ``timeout``)."""
 
     default_code = "chat_failed"
-
-    def __init__(
-        self, message: str, *, code: str | None = None, hint: str = "", status_code: int | None = None
-    ) -> None:
-        super().__init__(message, code=code, hint=hint)
-        self.status_code = status_code
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_api, (type(self), self._message, self.code, self._hint, self.status_code))
 
 
 class CleanupError(NVMediaError):

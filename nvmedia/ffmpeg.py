@@ -23,10 +23,12 @@ the last lines of stderr, file paths shortened to their names) or ``timeout``.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -96,8 +98,23 @@ def ffmpeg_version() -> tuple[str, str]:
     return exe, _version_line(exe)
 
 
+def usable_ffmpeg() -> str:
+    """The ffmpeg executable, once proven to be a working ffmpeg (checked once per process and path).
+
+    Every ffmpeg command is built on it, so an ``NVMEDIA_FFMPEG`` that runs but is no ffmpeg (``/bin/true``,
+    a wrapper missing its libraries, another program) stops the work as a configuration error the first
+    time ffmpeg is needed, instead of failing each file as if the media were damaged. The check is one
+    ``ffmpeg -version`` run (about 20 ms; see benchmarks/README.md).
+
+    Raises:
+        ConfigError: no ffmpeg can be found, it does not run, or ``-version`` does not answer as ffmpeg does.
+    """
+    return ffmpeg_version()[0]
+
+
 @functools.lru_cache(maxsize=8)
 def _version_line(exe: str) -> str:
+    hint = f"point {FFMPEG_ENV} at a working ffmpeg, or unset it to use the bundled one"
     try:
         done = subprocess.run(
             [exe, "-hide_banner", "-version"],
@@ -107,13 +124,18 @@ def _version_line(exe: str) -> str:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ConfigError(
-            f"ffmpeg at {exe} does not run: {exc}", hint=f"set {FFMPEG_ENV} to a working ffmpeg"
-        ) from None
-    first = done.stdout.decode("utf-8", "replace").splitlines()[:1]
-    if done.returncode != 0 or not first:
-        raise ConfigError(f"ffmpeg at {exe} does not run", hint=f"set {FFMPEG_ENV} to a working ffmpeg")
-    return first[0].strip()
+        raise ConfigError(f"ffmpeg at {exe} does not run: {exc}", hint=hint) from None
+    said = [line.strip() for line in done.stdout.decode("utf-8", "replace").splitlines() if line.strip()]
+    if done.returncode != 0:
+        errors = [line.strip() for line in done.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+        status = f"killed by {_signal_name(-done.returncode)}" if done.returncode < 0 else f"exit {done.returncode}"
+        reason = f": {errors[-1][:200]}" if errors else ""
+        raise ConfigError(f"ffmpeg at {exe} does not run ({status} on -version){reason}", hint=hint)
+    if not said:
+        raise ConfigError(f"ffmpeg at {exe} does not run: -version printed nothing", hint=hint)
+    if not said[0].lower().startswith("ffmpeg version"):
+        raise ConfigError(f"{exe} is not ffmpeg: -version printed {said[0][:80]!r}", hint=hint)
+    return said[0]
 
 
 def timeout_for(duration_s: float | None, *, per_second: float = 4.0, base_s: float = BASE_TIMEOUT_S) -> float:
@@ -160,7 +182,7 @@ def build_args(stream: Any) -> list[str]:
     import ffmpeg
 
     args = [a for a in ffmpeg.get_args(stream) if a != "-y"]
-    return [find_ffmpeg(), *GLOBAL_ARGS, *args]
+    return [usable_ffmpeg(), *GLOBAL_ARGS, *args]
 
 
 def output_path(workdir: Path, source: Path, suffix: str) -> Path:
@@ -320,6 +342,13 @@ def _paths_in(args: Sequence[str]) -> list[Path]:
     return [Path(a[len("file:") :]) for a in args if a.startswith("file:")]
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def _timeout_error(timeout_s: float) -> ProcessingError:
     return ProcessingError(
         f"ffmpeg ran longer than the {timeout_s:g} s allowed and was stopped",
@@ -336,7 +365,14 @@ def _failure(returncode: int | None, err: bytes, paths: Sequence[Path]) -> Proce
         text = text.replace("file:" + str(path), path.name).replace(str(path), path.name)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     tail = " | ".join(lines[-STDERR_TAIL_LINES:]) or "no message"
-    status = f"exit status {returncode}" if returncode else "exit status 0 but it reported errors"
+    if returncode is not None and returncode < 0:
+        status = f"killed by {_signal_name(-returncode)}"
+        if -returncode == getattr(signal, "SIGXFSZ", None):
+            # The kernel's answer to a write past RLIMIT_FSIZE: name it as the write error the
+            # pipeline turns into no_space ("File too large"), not as damaged media.
+            tail = f"{os.strerror(errno.EFBIG)}: the file size limit of this process was reached"
+    else:
+        status = f"exit status {returncode}" if returncode else "exit status 0 but it reported errors"
     return ProcessingError(
         f"ffmpeg failed ({status}): {tail}",
         code="ffmpeg_failed",

@@ -194,13 +194,8 @@ def _map_error(
 
     what = _describe(sniffed)
     if isinstance(exc, Image.DecompressionBombError):
-        return MediaError(
-            f"{path.name}: {what} declares more pixels than Pillow's safety limit ({exc}); "
-            f"nvmedia's limit is {max_pixels:,} pixels",
-            code="too_large",
-            hint="this looks like a decompression bomb; if the image is genuine, downscale it first "
-            "or raise safety_max_image_pixels in a custom profile",
-        )
+        # Pillow refuses past twice its own cap before our check sees the size: same message either way.
+        return _too_large(path, sniffed, _bomb_size(exc), max_pixels)
     if isinstance(exc, MemoryError):
         return MediaError(
             f"{path.name}: decoding {what} ran out of memory (limit {max_pixels:,} pixels)",
@@ -340,15 +335,37 @@ def _check_size(im: Image.Image, path: Path, sniffed: Sniffed, max_pixels: int) 
             code="corrupt_media",
             hint="the file is damaged; re-export or re-download it",
         )
-    pixels = width * height
-    if pixels > max_pixels:
-        raise MediaError(
-            f"{path.name}: {_describe(sniffed)} declares {width}x{height} = {pixels:,} pixels, "
-            f"over the safety limit of {max_pixels:,} pixels",
-            code="too_large",
-            hint="if the image is genuine, downscale it first or raise safety_max_image_pixels in a custom "
-            "profile; otherwise it is a decompression bomb",
-        )
+    if width * height > max_pixels:
+        raise _too_large(path, sniffed, (width, height), max_pixels)
+
+
+def _too_large(path: Path, sniffed: Sniffed, size: tuple[int, int] | int | None, max_pixels: int) -> MediaError:
+    """``too_large`` for an image declaring ``size`` (width and height, else the pixel count, else unknown)."""
+    if isinstance(size, tuple):
+        declared = f"declares {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels"
+    elif size is not None:
+        declared = f"declares {size:,} pixels"
+    else:
+        declared = "declares too many pixels"
+    return MediaError(
+        f"{path.name}: {_describe(sniffed)} {declared}, over the safety limit of {max_pixels:,} pixels",
+        code="too_large",
+        hint="if the image is genuine, downscale it first or raise safety_max_image_pixels in a custom "
+        "profile; otherwise it is a decompression bomb",
+    )
+
+
+def _bomb_size(exc: BaseException) -> tuple[int, int] | int | None:
+    """The size Pillow's decompression-bomb check refused: its ``size`` argument, else the count in its text."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_decompression_bomb_check":
+            size = tb.tb_frame.f_locals.get("size")
+            if isinstance(size, tuple) and len(size) == 2 and all(isinstance(n, int) for n in size):
+                return (size[0], size[1])
+        tb = tb.tb_next
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    return int(found.group(1)) if found else None
 
 
 def image_orientation(im: Image.Image) -> int:

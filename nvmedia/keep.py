@@ -10,7 +10,10 @@ The kept-name rule (README, "Kept files"):
 - when a name is still taken (``d1/x.png`` and ``d2/x.png`` given as two arguments, or a name
   that is an input file's own path) ``~2``, ``~3``... goes after the stem, in input order:
   ``x.png``, ``x~2.png``;
-- pieces of split audio add ``.partN`` before the extension: ``talk.part2.mp3``.
+- pieces of split audio add ``.partN`` before the extension: ``talk.part2.mp3``;
+- a name that would be longer than the keep folder's file system allows (NAME_MAX, 255
+  bytes on most) has its stem cut to fit and ``~`` plus 8 hex digits of the SHA-256 of the
+  whole stem appended: still unique, and the same on every run.
 
 Names are compared without regard to case (the keep folder may be on a case-insensitive file
 system). Each input's name is fixed from the list of inputs alone, before anything is read,
@@ -20,9 +23,11 @@ whatever their outputs turn out to be: each input claims every name it could pro
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import re
+import secrets
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +42,32 @@ _SAME_AS = {".jpeg": ".jpg", ".jpe": ".jpg", ".jfif": ".jpg", ".wave": ".wav", "
 """Other spellings of an output extension: ``a.jpeg`` passing through stays ``a.jpeg``."""
 
 _PIECE = re.compile(r"(.*)\.part\d+", re.DOTALL)
+
+DEFAULT_NAME_MAX = 255
+"""The longest file name, in bytes, when the file system does not say (Linux, macOS, Windows: 255)."""
+_DIGEST_CHARS = 8
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system of ``folder`` (or of its nearest existing parent) allows."""
+    for candidate in (folder, *folder.parents):
+        try:
+            return int(os.pathconf(candidate, "PC_NAME_MAX"))
+        except (OSError, ValueError):
+            continue
+    return DEFAULT_NAME_MAX
+
+
+def _fit_name(stem: str, tail: str, limit: int) -> str:
+    """``stem + tail``, or, when longer than ``limit`` bytes, the stem cut to fit with ``~`` and its digest."""
+    if len(os.fsencode(stem + tail)) <= limit:
+        return stem + tail
+    digest = "~" + hashlib.sha256(os.fsencode(stem)).hexdigest()[:_DIGEST_CHARS]
+    budget = limit - len(os.fsencode(digest + tail))
+    cut = stem
+    while cut and len(os.fsencode(cut)) > budget:
+        cut = cut[:-1]  # by characters, so a multi-byte one is never split
+    return cut + digest + tail
 
 
 def _canonical(suffix: str) -> str:
@@ -70,18 +101,19 @@ class KeptName:
     folder: str
     stem: str
     own_suffix: str | None = None
+    name_max: int = DEFAULT_NAME_MAX
 
     def path_for(self, mime: str, piece: int | None = None) -> str:
         """The ``/``-separated relative path of the output of type ``mime`` (of piece ``piece`` of a split input)."""
         ext = SUFFIX_FOR_MIME[mime]
         part = f".part{piece}" if piece is not None else ""
         if self.own_suffix is None:
-            name = f"{self.stem}{part}{ext}"
+            stem, tail = self.stem, f"{part}{ext}"
         elif piece is None and _canonical(self.own_suffix) == ext:
-            name = f"{self.stem}{self.own_suffix}"
+            stem, tail = self.stem, self.own_suffix
         else:
-            name = f"{self.stem}{self.own_suffix}{part}{ext}"
-        return _join(self.folder, name)
+            stem, tail = self.stem, f"{self.own_suffix}{part}{ext}"
+        return _join(self.folder, _fit_name(stem, tail, self.name_max))
 
 
 _Claim = tuple[str, str | None, bool]
@@ -161,6 +193,7 @@ def plan_kept_names(
         natural.append((folder, stem, suffix))
         key = _join(folder, stem).casefold()
         siblings[key] = siblings.get(key, 0) + 1
+    longest = name_max(keep_dir)
     taken = _Taken()
     taken.add(_protected_claims(protected, keep_dir, {entry[0] for entry in natural if entry is not None}))
     names: list[KeptName | None] = []
@@ -174,7 +207,8 @@ def plan_kept_names(
         whole = siblings[key] > 1
         number = tried.get((key, suffix.casefold()), 1)
         while True:
-            candidate = KeptName(folder, stem if number == 1 else f"{stem}~{number}", suffix if whole else None)
+            numbered = stem if number == 1 else f"{stem}~{number}"
+            candidate = KeptName(folder, numbered, suffix if whole else None, longest)
             claims = _claims(candidate, pieces)
             if not taken.clashes(claims):
                 break
@@ -211,7 +245,8 @@ def write_kept(output: Path, target: Path, run_token: str) -> None:
     here, or (when the process is killed) by ``remove_leftovers`` at the end of the run.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{run_token}.part")
+    # A short random name: the target's own may already be as long as the file system allows.
+    partial = target.with_name(f".{secrets.token_hex(4)}.{run_token}.part")
     try:
         shutil.copyfile(output, partial)
         os.replace(partial, target)

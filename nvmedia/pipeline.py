@@ -18,7 +18,6 @@ planned, so that every upload made is in the manifest.
 from __future__ import annotations
 
 import functools
-import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -48,6 +47,7 @@ from .normalize_stage import crashed_item, normalize_batch, plan_keep, source_si
 from .resume import EarlierManifest
 from .settings import ProgressFn, Settings
 from .sources import SourceLike, expand
+from .workdirs import work_folder
 from .workers import Workers, batches
 
 if TYPE_CHECKING:
@@ -170,8 +170,7 @@ def run(
     results: dict[int, list[Item]] = {}
     unread = [len(batch) for batch in cut]
     uploads = _Uploads(delivery, sender, progress)
-    with tempfile.TemporaryDirectory(prefix="nvmedia-") as tmp:
-        workdir = Path(tmp)
+    with work_folder() as workdir:  # also removes the work folders killed runs left (workdirs.py)
         crashed = functools.partial(crashed_item, sources)
         on_done = report if progress is not None else None
         try:

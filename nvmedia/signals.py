@@ -9,6 +9,11 @@ run finishes what it must: the uploads in progress, the manifest, the temporary 
 
 Without ``stop_on_signals()`` (the library), these calls do nothing and Ctrl-C is Python's
 own ``KeyboardInterrupt``.
+
+``chat`` and ``batch`` hold no half-written state a signal could cut (their answers file
+is line-oriented, and ``--resume`` drops a torn line), so they run inside
+``interrupt_on_signals()`` instead: SIGTERM, like Ctrl-C, raises ``Interrupted`` at once,
+and their ``finally`` blocks delete what they uploaded.
 """
 
 from __future__ import annotations
@@ -116,3 +121,29 @@ def interruptible() -> Iterator[None]:
         yield
     finally:
         _state.waits -= 1
+
+
+@contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """Raise ``Interrupted`` in the main thread at the first SIGTERM or SIGINT while the block runs.
+
+    SIGTERM thus gets the clean-up Ctrl-C gets. Later signals are ignored while that clean-up
+    runs. Only the main thread can own signal handlers; elsewhere this does nothing.
+    """
+    if not _main_thread():
+        yield
+        return
+    stopping: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stopping:
+            return  # already stopping: let the clean-up finish
+        stopping.append(signum)
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -60,6 +60,8 @@ SHORTFALL_TOLERANCE_S = 0.5
 SHORTFALL_TOLERANCE_RATIO = 0.05
 """Decoding may fall short of the claimed duration by max(0.5 s, 5 %) before it counts as truncation
 (encoder priming, padding and per-stream rounding stay well inside this)."""
+SHORTFALL_WARNING_S = 0.1
+"""A smaller shortfall than the tolerance, but over this, is reported as a warning (a tail cut off)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class Validation:
         warnings: things to tell the user (a silent track).
         video_packets: video frames in the file (packets demuxed), 1 for a still.
         complete: False when decoding stopped early at ``stop_after_s`` (the rest was not read).
+        last_audio_packet: the first 4 bytes and the size of the last audio packet demuxed (None without
+            audio, or when decoding stopped early): a frame cut short by a missing tail shows there.
     """
 
     decoded_s: float
@@ -88,6 +92,7 @@ class Validation:
     warnings: list[str] = field(default_factory=list)
     video_packets: int = 0
     complete: bool = True
+    last_audio_packet: tuple[bytes, int] | None = None
 
     @property
     def silent(self) -> bool:
@@ -123,6 +128,8 @@ def validate_av(path: Path, sniffed: Sniffed, info: MediaInfo, *, stop_after_s: 
 def _validate(path: Path, sniffed: Sniffed, info: MediaInfo, stop_after_s: float | None) -> Validation:
     import av
 
+    if sniffed.container == "wav":
+        _check_wav_data_size(path, info)
     claimed = _trusted_claim(path, sniffed, info)
     with open_container(path, sniffed) as container, decoder_log() as log:
         videos = real_video_streams(container) if info.kind == "video" else []
@@ -169,6 +176,9 @@ def _validate(path: Path, sniffed: Sniffed, info: MediaInfo, stop_after_s: float
     ):
         raise _corrupt(path, f"the header claims {claimed:.2f} s but only {decoded:.2f} s can be read (truncated)")
     warnings = []
+    if claimed is not None and not still and not scan.stopped and claimed - decoded > SHORTFALL_WARNING_S:
+        # Within the tolerance but more than priming explains: the tail is most likely cut off.
+        warnings.append(f"the file is shorter than its header says: {decoded:.2f} of {claimed:.2f} s can be read")
     peak = scan.peak_dbfs()
     if peak is not None and peak < SILENCE_DBFS:
         level = "-inf" if math.isinf(peak) else f"{peak:.0f}"
@@ -183,6 +193,7 @@ def _validate(path: Path, sniffed: Sniffed, info: MediaInfo, stop_after_s: float
         warnings=warnings,
         video_packets=scan.video_packets,
         complete=not scan.stopped,
+        last_audio_packet=None if scan.last_audio is None or scan.stopped else scan.last_audio,
     )
 
 
@@ -198,6 +209,7 @@ class _Scan:
         self.audio_samples = 0
         self.keyframes = 0
         self.corrupt_frames: list[tuple[str, float]] = []
+        self.last_audio: tuple[bytes, int] | None = None
         self.spans: dict[int, tuple[float, float]] = {}
         self.peak = 0
         self._astream = astream
@@ -308,6 +320,8 @@ def _demux_pass(container: Any, vstream: Any, astream: Any, scan: _Scan, log: De
             if scan.keyframes <= 1:
                 scan.video_decoded(_decode_video(packet, first_key, log), first_key)
         else:
+            if packet.size:
+                scan.last_audio = (bytes(memoryview(packet)[:4]), packet.size)
             for frame in packet.decode():
                 scan.audio_frame(frame)
     return last_key
@@ -416,6 +430,30 @@ def _mp3_has_frame_count(path: Path) -> bool:
     return any(tag in window for tag in (b"Xing", b"Info", b"VBRI"))
 
 
+def _check_wav_data_size(path: Path, info: MediaInfo) -> None:
+    """Refuse a WAV whose ``data`` chunk declares more bytes than the file holds (it was cut short).
+
+    The placeholder sizes streaming recorders leave (0, 0xFFFFFFFF) say nothing and are let through.
+
+    Raises:
+        MediaError: ``corrupt_media`` naming the declared and the held sizes (and durations, when known).
+    """
+    located = wav_data_chunk(path)
+    if located is None or located[1] in (0, 0xFFFFFFFF):
+        return
+    offset, declared = located
+    held = max(0, path.stat().st_size - offset)
+    if held >= declared:
+        return
+    seconds = ""
+    if info.sample_rate and info.channels and info.bit_depth:  # PCM: the byte rate is fixed
+        rate = info.sample_rate * info.channels * info.bit_depth / 8
+        seconds = f" ({held / rate:.2f} of {declared / rate:.2f} s)"
+    raise _corrupt(
+        path, f"its header declares {declared:,} bytes of sound but the file holds only {held:,}{seconds} (truncated)"
+    )
+
+
 def _wav_size_is_placeholder(path: Path) -> bool:
     """True for the 0 / 0xFFFFFFFF sizes streaming recorders leave in a WAV header."""
     located = wav_data_chunk(path)
@@ -439,6 +477,24 @@ def wav_data_chunk(path: Path) -> tuple[int, int] | None:
                 return offset + 8, size
             offset += 8 + size + (size & 1)
     return None
+
+
+def packet_span_s(path: Path, sniffed: Sniffed) -> float:
+    """How long the first video and audio streams' packets last, start to end (their longest); no decoding.
+
+    This is what validation measures (``Validation.decoded_s``): a stream copy cut by decode order keeps
+    packets shown past the cut, which the sample tables' total does not reveal.
+    """
+    with open_container(path, sniffed) as container:
+        vstream = next(iter(real_video_streams(container)), None)
+        astream = container.streams.audio[0] if container.streams.audio else None
+        streams = [s for s in (vstream, astream) if s is not None]
+        scan = _Scan(None)
+        rate = vstream.average_rate if vstream is not None else None
+        interval = 1 / float(rate) if rate and 1 <= float(rate) <= 240 else 0.0
+        for packet in container.demux(*streams):
+            scan.packet_end(packet, interval if packet.stream is vstream else 0.0)
+    return scan.decoded_s(True)
 
 
 def check_output(output: Path, source: Path, kind: str, expected_s: float) -> float:

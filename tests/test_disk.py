@@ -68,7 +68,12 @@ def test_a_full_device_under_the_manifest_is_exit_2_with_one_line() -> None:
         )
     assert done.returncode == 2
     (line,) = done.stderr.splitlines()
-    assert line.startswith("nvmedia: error: ") and "no_space" in line and "stdout" in line, line
+    assert (
+        line.startswith("nvmedia: error: ")
+        and "no space left on the device" in line
+        and "[" not in line
+        and "stdout" in line
+    ), line
 
 
 def test_a_failed_manifest_write_leaves_the_previous_manifest_untouched(tmp_path: Path) -> None:
@@ -88,7 +93,12 @@ def test_a_failed_manifest_write_leaves_the_previous_manifest_untouched(tmp_path
     )
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.splitlines()
-    assert line.startswith("nvmedia: error: ") and str(out) in line and "no_space" in line, line
+    assert (
+        line.startswith("nvmedia: error: ")
+        and str(out) in line
+        and "file size limit" in line
+        and "[no_space]" not in line
+    ), line
     assert out.read_text() == "the previous run's manifest\n"
     assert [p.name for p in out_dir.iterdir()] == ["m.jsonl"]  # no temporary file left beside it
 

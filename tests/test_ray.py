@@ -190,6 +190,20 @@ def test_prepare_dataset_of_paths_and_of_bytes_gives_item_records(small_folder: 
             assert record["part"] == expected["part"]
 
 
+def test_prepare_dataset_of_bytes_uploads_as_the_readme_shows(small_folder: Path, emu: NVCFEmulator) -> None:
+    # README's own example: read_binary_files(..., include_paths=True), column="bytes", uploads on.
+    files = [small_folder / "a.png", small_folder / "c.mp3"]
+    ds = ray.data.read_binary_files([str(p) for p in files], include_paths=True)
+    rows = nvmedia.ray.prepare_dataset(
+        ds, column="bytes", mode="asset", job="bytes-job", assets_url=emu.assets_url, api_key=KEY, cache=False
+    ).take_all()
+    assert set(rows[0]) == {"path", *RECORD_COLUMNS}
+    records = [row_to_record(row) for row in rows]
+    assert sorted(Path(r["source"]).name for r in records) == ["a.png", "c.mp3"]
+    assert all(r["status"] == "ok" and r["delivery"] == "asset" for r in records), records
+    assert sorted(a.asset_id for a in emu.assets(KEY)) == sorted(r["asset_id"] for r in records)
+
+
 def test_paths_as_uris_are_read_through_pyarrow_and_a_missing_one_is_not_found(tmp_path: Path) -> None:
     uri = (CORPUS / "pillow__hopper.png").as_uri()
     ghost = (tmp_path / "ghost.png").as_uri()
@@ -442,6 +456,28 @@ def test_emulator_round_trip_on_ray_with_faults_leaves_no_asset_after_cleanup(
     assert emu.assets(KEY) == []
 
 
+def test_a_job_references_only_its_own_assets_so_deleting_another_job_breaks_nothing(
+    small_folder: Path, tmp_path: Path, emu: NVCFEmulator, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("NVMEDIA_CACHE_DIR", str(tmp_path / "cache"))  # the asset-id cache on, as users have it
+    args = [str(small_folder / "a.png"), "--engine", "ray", "--mode", "asset", "--assets-url", emu.assets_url,
+            "--api-key", KEY]  # fmt: skip
+    jobs, ids = [], []
+    for run in ("a", "b"):
+        capsys.readouterr()
+        code, records = run_prepare(args, tmp_path / f"{run}.jsonl")
+        found = re.search(r"Ray job (\S+):", capsys.readouterr().err)
+        assert code == 0 and found is not None
+        jobs.append(found.group(1))
+        ids.append(records[0]["asset_id"])
+    assert ids[0] != ids[1]  # job b uploaded its own copy instead of reusing job a's
+    assert main(["assets", "--assets-url", emu.assets_url, "--api-key", KEY, "delete", "--job", jobs[0]]) == 0
+    assert [a.asset_id for a in emu.assets(KEY)] == [ids[1]]  # job b's manifest still holds
+    assert main(["assets", "--assets-url", emu.assets_url, "--api-key", KEY, "delete", "--job", jobs[1]]) == 0
+    assert emu.assets(KEY) == []
+
+
 def test_uploads_are_bounded_per_node_and_the_same_content_is_uploaded_once_per_job(
     tmp_path: Path, emu: NVCFEmulator
 ) -> None:
@@ -537,6 +573,19 @@ def test_batch_address_without_the_ray_engine_is_exit_2(capsys: pytest.CaptureFi
 def test_usage_errors_are_exit_2_with_a_reason(args: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(args) == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["prepare", "batch"])
+def test_an_address_where_no_cluster_listens_is_exit_2_not_a_hang(tmp_path: Path, command: str) -> None:
+    # A fresh process: this module's own Ray session would otherwise be joined whatever the address.
+    words = ["Hi"] if command == "batch" else []
+    args = [command, *words, str(CORPUS / "pillow__hopper.png"), "--engine", "ray", "--address", "127.0.0.1:1",
+            "--emulate", "-o", str(tmp_path / "out.jsonl")]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "nvmedia", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "no Ray cluster answers at --address 127.0.0.1:1" in done.stderr
+    if command == "prepare":
+        assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_bad_options_of_prepare_dataset_raise_config_error() -> None:

@@ -56,8 +56,8 @@ from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
 from ..validate import Validation, check_output, exact_duration, validate_av, wav_data_chunk
 from ..wire import b64_len
-from .audio_metadata import audio_rewrite, write_rewrite
-from .base import NormalizedMedia, NormalizeOptions
+from .audio_metadata import audio_rewrite, mpeg_frame_length, write_rewrite
+from .base import NormalizedMedia, NormalizeOptions, dropped_tracks
 from .limits import check_duration, decode_limit, exceeds
 from .metadata import MalformedContainerError
 
@@ -122,7 +122,7 @@ def normalize_audio(
     splitting = options.split_long_audio and options.trim_s is None and max_s is not None
     validation = _validate_within(source, sniffed, info, max_s, whole=splitting, refuse=options.trim_s is None)
     duration = validation.decoded_s
-    warnings = list(validation.warnings)
+    warnings = [*validation.warnings, *dropped_tracks(info), *_cut_last_frame(sniffed, validation)]
     if splitting and exceeds(duration, max_s):
         assert max_s is not None
         return _split(source, sniffed, info, profile, options, duration, max_s, warnings)
@@ -140,6 +140,21 @@ def normalize_audio(
         source, sniffed, info, profile, options, (rate, channels), 0.0, trim, length
     )
     return NormalizedMedia(path=output, info=out_info, actions=_actions(info, chosen, trim), warnings=warnings)
+
+
+def _cut_last_frame(sniffed: Sniffed, validation: Validation) -> list[str]:
+    """A warning when an MP3's last frame is shorter than its header says: the file's tail is missing.
+
+    An MP3 without a Xing/Info/VBRI frame count records no length to compare the decoded one with; a tail
+    cut at any byte but a frame boundary still shows in the last frame. libav decodes what is there.
+    """
+    if sniffed.container != "mp3" or validation.last_audio_packet is None:
+        return []
+    head, size = validation.last_audio_packet
+    expected = mpeg_frame_length(head)
+    if expected is None or size >= expected:
+        return []
+    return [f"the last MP3 frame is cut short ({size} of {expected} bytes): the end of the recording is missing"]
 
 
 def _validate_within(

@@ -143,7 +143,7 @@ def _syncsafe(raw: bytes) -> int:
     return raw[0] << 21 | raw[1] << 14 | raw[2] << 7 | raw[3]
 
 
-def _frame_length(header: bytes) -> int | None:
+def mpeg_frame_length(header: bytes) -> int | None:
     """The length of the MPEG audio frame whose 4-byte header is ``header`` (None: not a frame header).
 
     Free-format frames (bitrate index 0) have no stated length and are not accepted.
@@ -167,7 +167,7 @@ def _frame_length(header: bytes) -> int | None:
 def _chain_starts_at(fh: BinaryIO, at: int, end: int) -> bool:
     """True when ``_MP3_CHAIN`` frames follow each other from ``at`` (or the chain reaches ``end`` exactly)."""
     for _ in range(_MP3_CHAIN):
-        length = _frame_length(_read(fh, at, 4))
+        length = mpeg_frame_length(_read(fh, at, 4))
         if length is None or at + length > end:
             return False
         at += length

@@ -70,3 +70,15 @@ class NormalizedMedia:
 
 Normalizer = Callable[[Path, Sniffed, MediaInfo, Profile, NormalizeOptions], NormalizedMedia]
 """``normalizer(source, sniffed, info, profile, options)``: one kind's normalizer."""
+
+
+def dropped_tracks(info: MediaInfo) -> list[str]:
+    """The warning for the audio tracks a conversion leaves out (only the first is kept), or [].
+
+    Example:
+        >>> dropped_tracks(MediaInfo(kind="video", container="mp4", mime="video/mp4", bytes=1,
+        ...                          extra={"audio_streams": 2}))
+        ['audio: kept the first of 2 tracks']
+    """
+    count = info.extra.get("audio_streams")
+    return [f"audio: kept the first of {count} tracks"] if isinstance(count, int) and count > 1 else []

@@ -7,7 +7,10 @@ send. The steps, in the order they are tried:
    decided (a truncated JPEG or PNG only shows itself then), with the pixel
    cap checked on the header first (see ``nvmedia.image_open``). For a JPEG
    that may pass through, the decode runs at 1/8 scale: libjpeg still reads
-   every coefficient, so truncation is caught at a fraction of the cost.
+   every coefficient, so truncation is caught at a fraction of the cost. A
+   JPEG must also reach its EOI marker: libjpeg decodes a zero-filled tail
+   (an interrupted, preallocated download) as grey blocks without an error,
+   so such a file is ``corrupt_media`` too (what follows EOI is ignored).
 2. **Passthrough.** A file whose container the profile accepts (PNG, JPEG,
    WEBP), single-frame, upright, not CMYK, within ``profile.max_image_pixels``, without a huge ICC profile, and
    (with a budget) whose base64 length is under ``options.fit_chars``, is sent
@@ -98,6 +101,7 @@ from ..wire import b64_len
 from .base import NormalizedMedia, NormalizeOptions
 from .metadata import (
     MalformedContainerError,
+    jpeg_truncation,
     png_is_intact_and_plain,
     png_may_be_turned,
     strip_metadata,
@@ -839,6 +843,8 @@ def _normalize_reserved(
         plan = _plan_decode(im, facts, profile, verify_only=verify_only)
         held.hold(_estimate(im, info, plan, candidate), _what(facts))
         decoded, drafted = _decode(source, im, facts, plan)
+        if sniffed.container == "jpeg":
+            _check_jpeg_complete(source)  # after the decode: a tail libjpeg notices keeps the decoder's message
         facts.orientation = image_orientation(decoded)
         facts.has_metadata = _has_metadata(decoded)
         if candidate and facts.orientation == 1:
@@ -883,6 +889,22 @@ def _normalize_reserved(
     path = _write(options.workdir, encoded.data, encoded.fmt)
     out_info = _info(encoded.data, encoded.fmt, encoded.size, encoded.mode, encoded.mode in ("RGBA", "LA"))
     return NormalizedMedia(path, out_info, actions, staged.warnings)
+
+
+def _check_jpeg_complete(source: Path) -> None:
+    """Refuse a JPEG whose data runs out before its EOI marker, whatever fills its tail.
+
+    Raises:
+        MediaError: ``corrupt_media``: decoding it would turn the missing part into grey or smeared blocks.
+    """
+    why = jpeg_truncation(source.read_bytes())
+    if why is not None:
+        raise MediaError(
+            f"{source.name}: the JPEG is truncated: {why} (its tail is missing or zero-filled, as after an "
+            "interrupted download or copy)",
+            code="corrupt_media",
+            hint="re-download or re-copy the file",
+        )
 
 
 def _estimate(im: Image.Image, info: MediaInfo, plan: _DecodePlan, candidate: bool) -> int:

@@ -41,6 +41,8 @@ __all__ = [
     "CorruptPixelDataError",
     "MalformedContainerError",
     "PNG_ORIENTATION_KEYWORDS",
+    "TruncatedJpegError",
+    "jpeg_truncation",
     "png_may_be_turned",
     "strip_jpeg",
     "strip_metadata",
@@ -52,6 +54,10 @@ __all__ = [
 
 class MalformedContainerError(ValueError):
     """The container structure could not be walked; re-encode instead of rewriting it."""
+
+
+class TruncatedJpegError(MalformedContainerError):
+    """The JPEG's data runs out before its EOI marker: the file is cut short (or its tail zero-filled)."""
 
 
 # --------------------------------------------------------------------------- JPEG
@@ -112,7 +118,8 @@ def strip_jpeg(data: bytes, *, keep_icc: bool = True) -> bytes:
         The stripped file, or ``data`` itself when nothing had to go.
 
     Raises:
-        MalformedContainerError: the segment structure is broken (truncated, no EOI...).
+        TruncatedJpegError: the data runs out before the EOI marker.
+        MalformedContainerError: the segment structure is otherwise broken.
     """
     if not data.startswith(_SOI):
         raise MalformedContainerError("no JPEG SOI marker")
@@ -122,18 +129,18 @@ def strip_jpeg(data: bytes, *, keep_icc: bool = True) -> bytes:
     size = len(data)
     while True:
         if pos >= size:
-            raise MalformedContainerError("JPEG ends before its EOI marker")
+            raise TruncatedJpegError("JPEG ends before its EOI marker")
         if data[pos] != 0xFF:
             # Stray bytes before a marker: decoders skip them, so do we (and drop them).
             nxt = data.find(b"\xff", pos)
             if nxt < 0:
-                raise MalformedContainerError("JPEG ends before its EOI marker")
+                raise TruncatedJpegError("JPEG ends before its EOI marker")
             pos = nxt
             changed = True
         while pos < size and data[pos] == 0xFF:
             pos += 1
         if pos >= size:
-            raise MalformedContainerError("JPEG ends inside a marker")
+            raise TruncatedJpegError("JPEG ends inside a marker")
         marker = data[pos]
         pos += 1
         if marker == _EOI:
@@ -147,11 +154,11 @@ def strip_jpeg(data: bytes, *, keep_icc: bool = True) -> bytes:
         if marker == 0xD8 or marker == 0x00:
             raise MalformedContainerError(f"unexpected JPEG marker 0x{marker:02X}")
         if pos + 2 > size:
-            raise MalformedContainerError("JPEG segment length is truncated")
+            raise TruncatedJpegError("JPEG segment length is truncated")
         (length,) = struct.unpack_from(">H", data, pos)
         end = pos + length
         if length < 2 or end > size:
-            raise MalformedContainerError(f"JPEG segment 0x{marker:02X} runs past the end of the file")
+            raise TruncatedJpegError(f"JPEG segment 0x{marker:02X} runs past the end of the file")
         payload = data[pos + 2 : end]
         if _keep_jpeg_segment(marker, payload, keep_icc):
             out.append(bytes((0xFF, marker)))
@@ -162,12 +169,28 @@ def strip_jpeg(data: bytes, *, keep_icc: bool = True) -> bytes:
         if marker == _SOS:
             scan_end = _scan_end(data, pos)
             if scan_end < 0:
-                raise MalformedContainerError("JPEG scan data has no end marker")
+                raise TruncatedJpegError("JPEG scan data has no end marker")
             out.append(data[pos:scan_end])
             pos = scan_end
     if not changed:
         return data
     return b"".join(out)
+
+
+def jpeg_truncation(data: bytes) -> str | None:
+    """Why the JPEG ``data`` is cut short (its data runs out before the EOI marker), or None.
+
+    libjpeg decodes a zero-filled tail (a preallocated file whose download stopped) as valid entropy
+    data and Pillow does not expose the "no EOI" warning, so the structure is walked instead. Whatever
+    follows EOI (an MPO's second image, a phone maker's trailer) is not looked at.
+    """
+    try:
+        strip_jpeg(data)
+    except TruncatedJpegError as exc:
+        return str(exc)
+    except MalformedContainerError:
+        return None  # other oddities are the decoder's to judge
+    return None
 
 
 # --------------------------------------------------------------------------- PNG

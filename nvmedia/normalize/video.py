@@ -23,7 +23,11 @@ Rules, in order:
 4. **Remux before transcode**: streams that are acceptable as they are get
    copied (``-c copy``) into MP4 with ``+faststart`` (action ``remux:mp4``); an
    audio track the profile does not take is re-encoded to AAC on its own
-   (``transcode:aac``) while the video is still copied.
+   (``transcode:aac``) while the video is still copied. A trimmed copy must end by
+   the trim: ffmpeg stops a copy in decode order, so with B-frames it keeps frames
+   shown past the cut; the packets' span is measured, the cut moved back by the
+   overshoot once, and a copy still too long (or ending over a second early) is
+   transcoded (exact to the frame).
 5. Otherwise ffmpeg transcodes the video to H.264 (libx264 ``veryfast``, CRF 23,
    yuv420p, even dimensions) with AAC audio in MP4: the display rotation is
    applied (``rotate``; many decoders ignore the display matrix, so a rotated
@@ -62,9 +66,9 @@ from ..option_table import ref
 from ..probe_av import open_container, probe_av, with_digest
 from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
-from ..validate import Validation, check_output, exact_duration, validate_av
+from ..validate import Validation, check_output, exact_duration, packet_span_s, validate_av
 from ..wire import b64_len
-from .base import NormalizedMedia, NormalizeOptions
+from .base import NormalizedMedia, NormalizeOptions, dropped_tracks
 from .limits import check_duration, decode_limit
 
 CONTAINER_NAMES = {"mp4": "mp4", "mov": "mov", "webm": "webm", "matroska": "mkv", "3gp": "3gp", "m4a": "mp4"}
@@ -83,6 +87,13 @@ AAC_KBPS_PER_CHANNEL = 64
 REMUX_TIMEOUT_PER_S = 0.5
 TRANSCODE_TIMEOUT_PER_S = 4.0
 
+TRIM_SLACK_S = 0.05
+"""How far a trimmed output may run past ``--trim``: the last audio frame (an AAC frame lasts 21-46 ms)."""
+COPY_CUT_TRIES = 2
+"""Stream copies tried (the second cut earlier by the first's overshoot) before a trim is re-encoded."""
+COPY_SHORTFALL_MAX_S = 1.0
+"""How much shorter than ``--trim`` a stream copy may end (it stops at a packet) before the trim is re-encoded."""
+
 STILL_MIN_S = 1.0
 """A single-frame video becomes a clip at least this long (longer when its header or its audio says so)."""
 STILL_FPS = 5
@@ -97,9 +108,44 @@ INLINE_MARGIN = 0.92
 INLINE_TRIES_PER_RUNG = 3
 
 PLAIN_CONTAINER_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
-PLAIN_STREAM_TAGS = frozenset({"language", "handler_name", "vendor_id", "encoder", "duration"})
+PLAIN_STREAM_TAGS = frozenset({"language", "vendor_id", "encoder", "duration"})
 """Tags (lower-cased) that say nothing about anyone: the file type, the muxing software, the codec's name
-in the sample entry, a track's language and handler, Matroska's track duration."""
+in the sample entry, a track's language, Matroska's track duration."""
+PLAIN_HANDLER_NAMES = frozenset(
+    {
+        "",
+        # ffmpeg (also what every remux here writes)
+        "videohandler",
+        "soundhandler",
+        "subtitlehandler",
+        "datahandler",
+        "timecodehandler",
+        # Apple (iPhone, QuickTime, AVFoundation)
+        "core media video",
+        "core media audio",
+        "core media metadata",
+        "core media data handler",
+        "apple video media handler",
+        "apple sound media handler",
+        "apple alias data handler",
+        # Android's MediaMuxer / MPEG4Writer
+        "videohandle",
+        "soundhandle",
+        "metahandle",
+        # Google (Android camera apps, YouTube)
+        "iso media file produced by google inc.",
+        # muxing tools (x264's, MP4Box, MainConcept)
+        "l-smash video handler",
+        "l-smash audio handler",
+        "gpac iso video handler",
+        "gpac iso audio handler",
+        "mainconcept video media handler",
+        "mainconcept mp4 sound media handler",
+    }
+)
+"""Stream ``handler_name`` values (lower-cased, trimmed) that software writes for everyone. Any other name
+can hold a device model, a serial number or an owner's name ("GoPro AVC HERO9 SN ...", "Jane's iPhone"),
+or a date ("... produced by Google Inc. Created on: 03/12/2021."), so it makes the clip be remuxed without it."""
 
 
 @dataclass
@@ -176,7 +222,11 @@ def normalize_video(
         plan.copy_audio = copy_audio = copy_audio and info.audio_codec == "aac"
     plan.hold_s = hold
     _describe(plan, info, trim, stripping)
-    output, out_info = _run(source, sniffed, info, plan, trim, length, options)
+    warnings += dropped_tracks(info)  # a second language or commentary track is not sent: say so
+    if trim is not None and plan.copy_video:
+        output, out_info = _trimmed_copy(source, sniffed, info, profile, plan, trim, stripping, options)
+    else:
+        output, out_info = _run(source, sniffed, info, plan, trim, length, options)
     if limit is not None and b64_len(out_info.bytes) >= limit:
         output.unlink()
         output, out_info, plan = _fit_inline(
@@ -237,10 +287,59 @@ def _carried_metadata(source: Path, sniffed: Sniffed, info: MediaInfo) -> list[s
             if stream.index not in sent:
                 found.append(f"{stream.type} stream {stream.index}")
                 continue
-            found += [f"stream {stream.index} tag {k}" for k in stream.metadata if k.lower() not in PLAIN_STREAM_TAGS]
+            found += [f"stream {stream.index} tag {k}" for k, v in stream.metadata.items() if not _plain_tag(k, v)]
         if container.chapters():
             found.append("chapters")
     return found
+
+
+def _trimmed_copy(
+    source: Path,
+    sniffed: Sniffed,
+    info: MediaInfo,
+    profile: Profile,
+    plan: _Plan,
+    trim: float,
+    stripping: bool,
+    options: NormalizeOptions,
+) -> tuple[Path, MediaInfo]:
+    """Copy the first ``trim`` seconds without re-encoding when a copy can end there, else transcode them.
+
+    ffmpeg stops copying at the first packet *decoded* at ``trim`` or later; with B-frames the packets before
+    it still show frames up to the reorder delay past ``trim`` (0.4 s at 5 fps). The cut is moved back by
+    the overshoot measured and tried again; when the copy still runs over, or ends more than
+    ``COPY_SHORTFALL_MAX_S`` early, the video is re-encoded, which cuts on the exact frame. Mutates ``plan``
+    (its actions) when it falls back to a transcode.
+    """
+    cut = trim
+    for _ in range(COPY_CUT_TRIES):
+        output, out_info = _run(source, sniffed, info, plan, cut, cut, options, check=False)
+        try:
+            # The header (edit list, sample tables) and the packets must both end within the window.
+            lengths = (out_info.duration_s or 0.0, packet_span_s(output, sniff_path(output)))
+            if trim - COPY_SHORTFALL_MAX_S <= min(lengths) and max(lengths) <= trim + TRIM_SLACK_S:
+                check_output(output, source, "video", max(lengths))  # never ok with no frames
+                return output, out_info
+        except BaseException:
+            output.unlink(missing_ok=True)
+            raise
+        output.unlink()
+        over = max(lengths) - trim
+        if over <= TRIM_SLACK_S or over >= cut:
+            break  # too short already, or nothing would be left: only a transcode cuts right
+        cut -= over
+    plan.copy_video = False
+    plan.copy_audio = plan.copy_audio and info.audio_codec == "aac"
+    plan.size = _target_size(*_upright(info), profile.max_video_lines)
+    _describe(plan, info, trim, stripping)
+    return _run(source, sniffed, info, plan, trim, trim, options)
+
+
+def _plain_tag(key: str, value: str) -> bool:
+    """Whether a stream tag says nothing about anyone (see ``PLAIN_STREAM_TAGS``, ``PLAIN_HANDLER_NAMES``)."""
+    if key.lower() == "handler_name":
+        return value.strip(" \0").lower() in PLAIN_HANDLER_NAMES
+    return key.lower() in PLAIN_STREAM_TAGS
 
 
 def _upright(info: MediaInfo) -> tuple[int, int]:
@@ -307,7 +406,10 @@ def _run(
     trim: float | None,
     length: float,
     options: NormalizeOptions,
+    *,
+    check: bool = True,
 ) -> tuple[Path, MediaInfo]:
+    """Run the plan's ffmpeg command; with ``check``, prove the output holds ``length`` seconds of media."""
     import ffmpeg
 
     output = ff.output_path(options.workdir, source, output_format("mp4").suffix)
@@ -353,11 +455,12 @@ def _run(
     per_second = REMUX_TIMEOUT_PER_S if plan.copy_video else TRANSCODE_TIMEOUT_PER_S
     try:
         ff.run_to_file(node, output, timeout_s=ff.timeout_for(length, per_second=per_second))
-        check_output(output, source, "video", length)  # never ok with no frames, or cut short
+        if check:
+            check_output(output, source, "video", length)  # never ok with no frames, or cut short
+        return output, with_digest(output, probe_av(output, sniff_path(output)))
     except BaseException:
         output.unlink(missing_ok=True)
         raise
-    return output, with_digest(output, probe_av(output, sniff_path(output)))
 
 
 def _fit_inline(

@@ -94,7 +94,8 @@ def run_on_ray(
         todo = [s for s in sources if kept is None or s.group not in kept]
         job = new_job_id()
         cache_dir = workers_cache_dir(settings.cache_dir)
-        workers = Client(**client.configuration(cache_dir=cache_dir, description=job_description(job)))
+        # A job references only its own assets (dedupe is per job): no cache reuse, see prepare_dataset.
+        workers = Client(**client.configuration(cache=False, cache_dir=cache_dir, description=job_description(job)))
         settings = dataclasses.replace(
             settings,
             cache_dir=cache_dir,

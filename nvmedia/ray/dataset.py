@@ -61,7 +61,7 @@ def prepare_dataset(
     split_long_audio: bool = False,
     audio_part: AudioPartStyle = "audio_url",
     max_memory: int | str | None = None,
-    cache: bool = True,
+    cache: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     allow_insecure_http: bool = False,
     job: str | None = None,
@@ -95,8 +95,12 @@ def prepare_dataset(
             here on the driver and handed to the workers.
         dry_run: normalize and plan, upload nothing.
         allow_insecure_http: allow the key over plain http to a host that is not loopback.
-        cache, cache_dir: reuse earlier uploads recorded in the asset-id cache of each node
-            (a ``cache_dir`` on a shared filesystem shares it across nodes).
+        cache: also reuse (and record) uploads in the asset-id cache of each node. Off by default:
+            a job then references only assets it uploaded itself (deduplicated across its workers), so
+            ``assets delete --job`` of any other job never breaks its records. With ``cache=True`` a
+            reused asset belongs to the run that uploaded it, not to this job.
+        cache_dir: the caches' folder (asset ids and normalized outputs); one on a shared filesystem
+            shares it across nodes.
         job: names this run's assets: each is described ``nvmedia job <job>``, so
             ``nvmedia assets delete --job <job>`` removes them. Default: a new id (``new_job_id()``), logged.
             The job's dedupe actor, ``nvmedia-dedupe-<job>``, lives as long as this driver.
@@ -276,7 +280,6 @@ def build(
             "settings": settings,
             "client": client,
             "registry": _REGISTRIES[job],
-            "column": column,
             "output": output,
             "uploads": uploads_per_node,
         },

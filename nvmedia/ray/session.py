@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +46,37 @@ def check_address(address: str) -> str:
         f"--address {address!r} does not name a Ray cluster",
         hint="pass auto, HOST:PORT of the head node, or ray://HOST:10001 (Ray Client)",
     )
+
+
+CONNECT_CHECK_S: Final = 5.0
+"""Seconds allowed to open a TCP connection to ``--address`` before Ray is asked to join it."""
+
+
+def check_reachable(address: str) -> None:
+    """Refuse, in seconds, a ``host:port`` or ``ray://host:port`` where nothing listens.
+
+    Ray itself retries a missing head node for minutes, printing only its own warnings.
+    ``auto`` is left to Ray (it looks for a cluster on this machine and fails at once).
+
+    Raises:
+        ConfigError: the address's port cannot be connected to.
+    """
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://").split("/", 1)[0]
+    host, _, port_text = hostport.rpartition(":")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+        with socket.create_connection((host, port), timeout=CONNECT_CHECK_S):
+            pass
+    except (OSError, ValueError) as exc:
+        reason = "not a port number" if isinstance(exc, ValueError) else (exc.strerror or type(exc).__name__)
+        raise ConfigError(
+            f"no Ray cluster answers at --address {address} ({reason})",
+            hint="start the cluster (ray start --head) or check the host and port; "
+            "auto joins the cluster this machine belongs to",
+        ) from None
 
 
 def import_ray(*, local: bool) -> ModuleType:
@@ -96,6 +128,7 @@ def ray_session(address: str | None, *, num_cpus: int) -> Iterator[None]:
                 logging_level=logging.ERROR,
             )
         else:
+            check_reachable(address)
             ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except ConfigError:
         raise

@@ -116,11 +116,11 @@ def normalize_batch(
                 it.output_path, it.b64 = None, None  # the workdir goes away with this block
                 payloads.append(payload)
             done.append(Pending(items, payloads))
+    carried = _carried(batch, column)
     if final:
         for pending in done:
             finish(pending.items, settings)
-        return output_table(batch, column, [p.items for p in done], output)
-    carried = _carried(batch, column)
+        return output_table(batch, carried, [p.items for p in done], output)
     return pa.table(
         {
             **{name: batch.column(name) for name in carried},
@@ -297,15 +297,15 @@ def _carried(batch: pa.Table, column: str) -> list[str]:
     return [column] if column not in RECORD_COLUMNS else []
 
 
-def output_table(batch: pa.Table, column: str, per_source: list[list[Item]], output: Output) -> pa.Table:
-    """The stage's rows: one per item sent (records), or one per source (pickled items)."""
+def output_table(batch: pa.Table, carried: list[str], per_source: list[list[Item]], output: Output) -> pa.Table:
+    """The stage's rows: one per item sent (records, with the ``carried`` input columns), or one per source."""
     if output == "items":
         blobs = [pickle.dumps(items, protocol=5) for items in per_source]
         return pa.table({ITEMS_COLUMN: pa.array(blobs, type=pa.large_binary())})
     origin = [index for index, items in enumerate(per_source) for _ in items]
     rows = [record_to_row(it.to_record()) for items in per_source for it in items]
     table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
-    for name in reversed(_carried(batch, column)):
+    for name in reversed(carried):
         table = table.add_column(0, name, batch.column(name).take(pa.array(origin, type=pa.int64())))
     return table
 
@@ -320,12 +320,9 @@ class Uploader:
     configuration: key, asset API, cache) and asks the run's ``DedupeRegistry`` before each upload.
     """
 
-    def __init__(
-        self, *, settings: Settings, client: Client, registry: Any, column: str, output: Output, uploads: int
-    ) -> None:
+    def __init__(self, *, settings: Settings, client: Client, registry: Any, output: Output, uploads: int) -> None:
         self._settings = settings
         self._registry = registry
-        self._column = column
         self._output: Output = output
         self._client = client
         self._pool = ThreadPoolExecutor(max_workers=max(1, uploads), thread_name_prefix="nvmedia-ray-upload")
@@ -342,7 +339,9 @@ class Uploader:
             pass
         for p in pending:
             finish(p.items, self._settings)
-        return output_table(batch, self._column, [p.items for p in pending], self._output)
+        # Stage one carried the columns the records keep (never the bytes themselves) beside the pending items.
+        carried = [name for name in batch.column_names if name != PENDING_COLUMN]
+        return output_table(batch, carried, [p.items for p in pending], self._output)
 
     def _deliver(self, job: tuple[Item, bytes]) -> None:
         item, payload = job

@@ -6,7 +6,7 @@ on the standard library only (Pillow and PyAV are used, when present, to check m
 they stay an independent stand-in for the service; the transport needs httpx.
 """
 
-from .emulator import EmulatedAsset, NVCFEmulator, RecordedRequest, main
+from .emulator import EmulatedAsset, EmulatorStartError, NVCFEmulator, RecordedRequest, main
 from .service import NVCFService
 
-__all__ = ["EmulatedAsset", "NVCFEmulator", "NVCFService", "RecordedRequest", "main"]
+__all__ = ["EmulatedAsset", "EmulatorStartError", "NVCFEmulator", "NVCFService", "RecordedRequest", "main"]

@@ -36,8 +36,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Collection, Sequence
@@ -126,12 +128,20 @@ class NVCFEmulator(NVCFService):
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> NVCFEmulator:
-        """Start serving on loopback in a background thread; returns self."""
+        """Start serving on loopback in a background thread; returns self.
+
+        Raises:
+            EmulatorStartError: the address cannot be listened on (port in use, unknown host...).
+        """
         if self._server is not None:
             return self
         self._stopping.clear()
         self._storage_path()
-        self._server = LoopbackServer((self.host, self.port), self)
+        try:
+            self._server = LoopbackServer((self.host, self.port), self)
+        except (OSError, OverflowError) as exc:
+            self.close_storage()  # a start that failed leaves no empty folder behind
+            raise EmulatorStartError(self.host, self.port, exc) from exc
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name="nvcf-emulator", daemon=True
@@ -206,6 +216,40 @@ class NVCFEmulator(NVCFService):
         return self._transport
 
 
+class EmulatorStartError(OSError):
+    """The emulator cannot listen where it was asked to.
+
+    Attributes:
+        reason: what went wrong, in words (``address already in use``...).
+        hint: what to change.
+    """
+
+    def __init__(self, host: str, port: int, cause: OSError | OverflowError) -> None:
+        if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            reason, hint = "address already in use", "pick another --port, or --port 0 for a free one"
+        elif isinstance(cause, socket.gaierror):
+            reason, hint = str(cause.strerror or cause), "check --host"
+        elif isinstance(cause, OSError) and cause.errno == errno.EADDRNOTAVAIL:
+            reason, hint = "no interface of this machine has that address", "check --host"
+        elif isinstance(cause, OSError) and cause.errno == errno.EACCES:
+            reason, hint = "permission denied", "ports below 1024 need privileges; pick another --port"
+        else:
+            reason, hint = str(getattr(cause, "strerror", None) or cause), "check --host and --port"
+        shown_host = f"[{host}]" if ":" in host else host
+        super().__init__(f"cannot listen on {shown_host}:{port}: {reason}")
+        self.reason, self.hint = reason, hint
+
+
+def _tcp_port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 0..65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 0..65535 (0: a free one), got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the emulator until interrupted; the first line of stdout is its base URL.
 
@@ -213,13 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: command-line arguments (without the program name).
 
     Returns:
-        The exit status (0).
+        The exit status: 0, or 2 when it cannot listen (one line on stderr says why).
     """
     parser = argparse.ArgumentParser(
         prog="nvmedia emulator", description="Run a local emulator of NVIDIA's asset API and chat endpoint."
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="TCP port (default: 0, a free one)")
+    parser.add_argument("--port", type=_tcp_port, default=0, help="TCP port (default: 0, a free one)")
     parser.add_argument("--latency-api", type=float, default=0.0, metavar="S", help="seconds added per asset-API call")
     parser.add_argument("--latency-upload", type=float, default=0.0, metavar="S", help="seconds added per upload")
     parser.add_argument("--latency-chat", type=float, default=0.0, metavar="S", help="seconds added per chat request")
@@ -228,14 +272,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: done.set())
-    with NVCFEmulator(
+    emulator = NVCFEmulator(
         args.host,
         args.port,
         latency_api_s=args.latency_api,
         latency_upload_s=args.latency_upload,
         latency_chat_s=args.latency_chat,
         storage_dir=args.storage_dir,
-    ) as emu:
+    )
+    try:
+        emulator.start()
+    except EmulatorStartError as exc:
+        print(f"nvmedia: error: {exc} ({exc.hint})", file=sys.stderr)
+        return 2
+    with emulator as emu:
         print(emu.base_url, flush=True)
         print(
             f"NVCF emulator ready. Asset API: {emu.assets_url}\n"

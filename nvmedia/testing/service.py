@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 import uuid
@@ -35,6 +34,7 @@ from typing import Final, Protocol
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
+from ..workdirs import owned_tempdir
 from . import chat, magic, presign
 
 logger = logging.getLogger("nvmedia.testing.emulator")
@@ -287,6 +287,18 @@ def s3_error(
     return ServiceResponse(status, {"Content-Type": "application/xml", **(headers or {})}, body, close)
 
 
+class _NotJSONConstant(ValueError):
+    """``NaN``, ``Infinity`` or ``-Infinity`` in a body: Python's json reads them, JSON has no such values."""
+
+    def __init__(self, constant: str) -> None:
+        super().__init__(constant)
+        self.constant = constant
+
+
+def _not_json_constant(constant: str) -> object:
+    raise _NotJSONConstant(constant)
+
+
 def _dropping_after(chunks: list[bytes], count: int) -> Iterator[bytes]:
     yield from chunks[:count]
     raise ConnectionDropped()
@@ -361,7 +373,8 @@ class NVCFService:
         with self._lock:
             if self._storage is None:
                 if self._storage_arg is None:
-                    self._storage = Path(tempfile.mkdtemp(prefix="nvmedia-emulator-"))
+                    # Marked as this process's, so a run after a SIGKILL removes it (workdirs.py).
+                    self._storage = owned_tempdir("nvmedia-emulator-")
                 else:
                     self._storage = self._storage_arg
                     self._storage.mkdir(parents=True, exist_ok=True)
@@ -818,7 +831,9 @@ class NVCFService:
         data = self._read_body(body, MAX_CHAT_BODY)
         owner = self._bearer_owner(request)
         try:
-            payload = json.loads(data)
+            payload = json.loads(data, parse_constant=_not_json_constant)
+        except _NotJSONConstant as exc:
+            return problem(400, f"the body is not JSON: {exc.constant} is not a JSON value (RFC 8259)")
         except (ValueError, UnicodeDecodeError):
             return problem(400, "the body is not JSON")
         if not isinstance(payload, dict):
