@@ -497,6 +497,18 @@ def test_uploads_are_bounded_per_node_and_the_same_content_is_uploaded_once_per_
     assert {row["asset_id"] for row in rows} == {one}
 
 
+def test_a_later_dataset_of_a_job_never_hands_out_an_asset_deleted_since(tmp_path: Path, emu: NVCFEmulator) -> None:
+    options: dict[str, Any] = {"mode": "asset", "cache": False, "assets_url": emu.assets_url, "api_key": KEY}
+    ds = ray.data.from_items([{"path": str(CORPUS / "pillow__hopper.png")}])
+    (first,) = nvmedia.ray.prepare_dataset(ds, job="j-gone", **options).take_all()
+    assert main(["assets", "--assets-url", emu.assets_url, "--api-key", KEY, "delete", "--job", "j-gone"]) == 0
+    (second,) = nvmedia.ray.prepare_dataset(ds, job="j-gone", **options).take_all()
+    assert second["status"] == "ok" and second["asset_id"] != first["asset_id"]
+    assert [a.asset_id for a in emu.assets(KEY)] == [second["asset_id"]]  # uploaded again, and live
+    (third,) = nvmedia.ray.prepare_dataset(ds, job="j-gone", **options).take_all()
+    assert third["asset_id"] == second["asset_id"] and emu.upload_count == 2  # a live one is still reused
+
+
 def test_emulate_on_ray_uploads_to_the_in_process_emulator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, (record,) = run_prepare(
         [str(CORPUS / "pillow__hopper.png"), "--engine", "ray", "--emulate", "--mode", "asset"], tmp_path / "m.jsonl"

@@ -261,6 +261,9 @@ def build(
         return normalized
     registry = ray.remote(num_cpus=0)(DedupeRegistry).options(name=registry_name(job), get_if_exists=True)
     _REGISTRIES[job] = registry.remote(TAKEOVER_S)
+    # Ids the job recorded for an earlier Dataset are checked before they are handed out again:
+    # they may have been deleted (assets delete --job) or have expired since.
+    generation = ray.get(_REGISTRIES[job].new_generation.remote())
     return normalized.map_batches(
         Uploader,
         batch_size=batch_size,
@@ -268,6 +271,7 @@ def build(
         fn_constructor_kwargs={
             "settings": settings,
             "registry": _REGISTRIES[job],
+            "generation": generation,
             "output": output,
             "uploads": uploads_per_node,
         },
