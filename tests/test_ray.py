@@ -540,6 +540,20 @@ def test_delete_job_removes_only_that_jobs_assets(emu: NVCFEmulator, capsys: pyt
     assert "no assets described 'nvmedia job j-7'" in capsys.readouterr().err
 
 
+def test_delete_job_goes_on_past_an_asset_whose_description_cannot_be_read(
+    emu: NVCFEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with nvmedia.AssetClient(api_key=KEY, base_url=emu.assets_url) as client:
+        mine = [client.upload_file(CORPUS / "pillow__hopper.png", "image/png", "nvmedia job j-8") for _ in range(3)]
+    emu.inject("500", times=50, path_prefix=f"{ASSETS_PATH}/{mine[0]}", method="GET")
+    capsys.readouterr()
+    assert main(["assets", "--assets-url", emu.assets_url, "--api-key", KEY, "delete", "--job", "j-8"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(lines[:2]) == sorted(f"deleted {i}" for i in mine[1:])
+    assert lines[2].startswith(f"failed {mine[0]}: its description could not be read")
+    assert [a.asset_id for a in emu.assets(KEY)] == [mine[0]]  # not deleted: it may be another job's
+
+
 # -- nvmedia batch on Ray ------------------------------------------------------------------------------------
 
 
