@@ -285,6 +285,20 @@ def test_ray_gives_the_local_engines_records_kept_names_and_stderr(
                 assert sha256_file(kept_path(mine)) == mine["output"]["sha256"]
 
 
+def test_a_relative_keep_folder_is_recorded_as_given_on_both_engines(
+    small_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    runs = {}
+    for engine in ("local", "ray"):
+        code, records = run_prepare(
+            [str(small_folder), "--dry-run", "--keep", "kept", "--engine", engine], Path(f"{engine}.jsonl")
+        )
+        runs[engine] = records
+    assert runs["ray"] == runs["local"]
+    assert {r["kept"] for r in runs["ray"] if r["status"] == "ok"} >= {"kept/a.png"}
+
+
 def kept_path(record: dict[str, Any]) -> Path:
     """The exact kept path of a record (its bytes, when the name is not UTF-8)."""
     if "kept_bytes_b64" in record:
@@ -632,7 +646,7 @@ def test_without_ray_the_error_names_the_extra(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert cli.returncode == 2
-    assert 'Ray is not installed' in cli.stderr and 'pip install "nvmedia[ray]"' in cli.stderr
+    assert "Ray is not installed" in cli.stderr and 'pip install "nvmedia[ray]"' in cli.stderr
     assert not (tmp_path / "m.jsonl").exists()
     library = subprocess.run(
         [sys.executable, "-c", hide_ray + "import nvmedia.ray\n"

@@ -86,6 +86,7 @@ def run_on_ray(
         plan_keep(paths, sources, settings.keep, exclude, pieces=settings.split_long_audio)
     own_delivery = delivery is None
     delivery = delivery or Delivery(settings)
+    given_keep = settings.keep
     try:
         kept = resume.keep(sources, delivery.known_ids) if resume is not None else None
         todo = [s for s in sources if kept is None or s.group not in kept]
@@ -143,6 +144,7 @@ def run_on_ray(
                                 for item in items:
                                     if isinstance(item.error, ConfigError):
                                         raise item.error
+                                    item.kept = _as_given(item.kept, settings.keep, given_keep)
                                 source = todo[done]
                                 done += 1
                                 for kept_items in kept.before(source.group) if kept is not None else ():
@@ -167,6 +169,17 @@ def run_on_ray(
     finally:
         if own_delivery:
             delivery.close()
+
+
+def _as_given(kept: str | None, absolute: Path | None, given: Path | None) -> str | None:
+    """A kept path the workers wrote under the absolute keep folder, under the folder as the user gave it.
+
+    The local engine's records name kept files under ``--keep`` as given (``kept/x.png``); the
+    workers, which run in other folders, were handed its absolute form.
+    """
+    if kept is None or absolute is None or given is None:
+        return kept
+    return os.path.join(given, os.path.relpath(kept, absolute))
 
 
 @contextmanager
