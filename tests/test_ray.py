@@ -630,6 +630,8 @@ def test_an_address_where_no_cluster_listens_is_exit_2_not_a_hang(tmp_path: Path
 
 def test_bad_options_of_prepare_dataset_raise_config_error() -> None:
     ds = ray.data.from_items([{"input": "x.png"}])
+    with pytest.raises(ConfigError, match=r"has no column 'nope' \(its columns: input\)"):
+        nvmedia.ray.prepare_dataset(ds, column="nope")  # refused on the driver, not inside a Ray task
     with pytest.raises(ConfigError, match="name of a record field"):
         nvmedia.ray.prepare_dataset(ds, column="input")
     with pytest.raises(ConfigError, match="job id"):

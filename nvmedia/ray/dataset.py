@@ -226,6 +226,11 @@ def build(
     (at most the largest node's), so that the per-worker memory budgets of one node fit in it.
     """
     check_job_id(job)
+    if column not in ds.columns():
+        found = ", ".join(ds.columns()) or "none"
+        raise ConfigError(
+            f"the Dataset has no column {column!r} (its columns: {found})", hint="pass column= naming the sources"
+        )
     if column in RECORD_COLUMNS and column != "source":
         raise ConfigError(
             f"column {column!r} has the name of a record field",
