@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from typing_extensions import Unpack
 
 from ._asset_endpoint import check_assets_url
-from ._asset_results import DeleteReport
+from ._asset_results import AssetInfo, DeleteReport
 from ._redact import redact_url
 from .config import ASSET_CACHE_FILE, env_api_key, env_assets_url
 from .delivery import AssetStore, Delivery, LiveAssets, Owner, settle_cleanup
@@ -564,6 +564,16 @@ class Client(_ClientBase["httpx.Client", "AssetClient"]):
         if self._api_key is None:
             return set()
         return self._store_for_calls().live.ids()
+
+    def get_asset(self, asset_id: str) -> AssetInfo | None:
+        """What the service knows about one asset of the key, or None when it holds no such asset (404).
+
+        Raises:
+            ConfigError: no key is set.
+            AssetAPIError: the asset API failed.
+        """
+        self._check_open()
+        return self._asset_client().get(asset_id)
 
     def deliver(self, items: Sequence[Item]) -> None:
         """Upload (or reuse from the cache) each asset item's output file, on this thread; the assets are long-lived.

@@ -285,6 +285,20 @@ def test_ray_gives_the_local_engines_records_kept_names_and_stderr(
                 assert sha256_file(kept_path(mine)) == mine["output"]["sha256"]
 
 
+def test_a_relative_keep_folder_is_recorded_as_given_on_both_engines(
+    small_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    runs = {}
+    for engine in ("local", "ray"):
+        code, records = run_prepare(
+            [str(small_folder), "--dry-run", "--keep", "kept", "--engine", engine], Path(f"{engine}.jsonl")
+        )
+        runs[engine] = records
+    assert runs["ray"] == runs["local"]
+    assert {r["kept"] for r in runs["ray"] if r["status"] == "ok"} >= {"kept/a.png"}
+
+
 def kept_path(record: dict[str, Any]) -> Path:
     """The exact kept path of a record (its bytes, when the name is not UTF-8)."""
     if "kept_bytes_b64" in record:
@@ -497,6 +511,18 @@ def test_uploads_are_bounded_per_node_and_the_same_content_is_uploaded_once_per_
     assert {row["asset_id"] for row in rows} == {one}
 
 
+def test_a_later_dataset_of_a_job_never_hands_out_an_asset_deleted_since(tmp_path: Path, emu: NVCFEmulator) -> None:
+    options: dict[str, Any] = {"mode": "asset", "cache": False, "assets_url": emu.assets_url, "api_key": KEY}
+    ds = ray.data.from_items([{"path": str(CORPUS / "pillow__hopper.png")}])
+    (first,) = nvmedia.ray.prepare_dataset(ds, job="j-gone", **options).take_all()
+    assert main(["assets", "--assets-url", emu.assets_url, "--api-key", KEY, "delete", "--job", "j-gone"]) == 0
+    (second,) = nvmedia.ray.prepare_dataset(ds, job="j-gone", **options).take_all()
+    assert second["status"] == "ok" and second["asset_id"] != first["asset_id"]
+    assert [a.asset_id for a in emu.assets(KEY)] == [second["asset_id"]]  # uploaded again, and live
+    (third,) = nvmedia.ray.prepare_dataset(ds, job="j-gone", **options).take_all()
+    assert third["asset_id"] == second["asset_id"] and emu.upload_count == 2  # a live one is still reused
+
+
 def test_emulate_on_ray_uploads_to_the_in_process_emulator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, (record,) = run_prepare(
         [str(CORPUS / "pillow__hopper.png"), "--engine", "ray", "--emulate", "--mode", "asset"], tmp_path / "m.jsonl"
@@ -526,6 +552,20 @@ def test_delete_job_removes_only_that_jobs_assets(emu: NVCFEmulator, capsys: pyt
     assert sorted(a.asset_id for a in emu.assets(KEY)) == sorted(others)
     assert main(["assets", "--assets-url", emu.assets_url, "--api-key", KEY, "delete", "--job", "j-7"]) == 0
     assert "no assets described 'nvmedia job j-7'" in capsys.readouterr().err
+
+
+def test_delete_job_goes_on_past_an_asset_whose_description_cannot_be_read(
+    emu: NVCFEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with nvmedia.AssetClient(api_key=KEY, base_url=emu.assets_url) as client:
+        mine = [client.upload_file(CORPUS / "pillow__hopper.png", "image/png", "nvmedia job j-8") for _ in range(3)]
+    emu.inject("500", times=50, path_prefix=f"{ASSETS_PATH}/{mine[0]}", method="GET")
+    capsys.readouterr()
+    assert main(["assets", "--assets-url", emu.assets_url, "--api-key", KEY, "delete", "--job", "j-8"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(lines[:2]) == sorted(f"deleted {i}" for i in mine[1:])
+    assert lines[2].startswith(f"failed {mine[0]}: its description could not be read")
+    assert [a.asset_id for a in emu.assets(KEY)] == [mine[0]]  # not deleted: it may be another job's
 
 
 # -- nvmedia batch on Ray ------------------------------------------------------------------------------------
@@ -590,6 +630,8 @@ def test_an_address_where_no_cluster_listens_is_exit_2_not_a_hang(tmp_path: Path
 
 def test_bad_options_of_prepare_dataset_raise_config_error() -> None:
     ds = ray.data.from_items([{"input": "x.png"}])
+    with pytest.raises(ConfigError, match=r"has no column 'nope' \(its columns: input\)"):
+        nvmedia.ray.prepare_dataset(ds, column="nope")  # refused on the driver, not inside a Ray task
     with pytest.raises(ConfigError, match="name of a record field"):
         nvmedia.ray.prepare_dataset(ds, column="input")
     with pytest.raises(ConfigError, match="job id"):
@@ -606,7 +648,7 @@ def test_without_ray_the_error_names_the_extra(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert cli.returncode == 2
-    assert 'Ray is not installed' in cli.stderr and 'pip install "nvmedia[ray]"' in cli.stderr
+    assert "Ray is not installed" in cli.stderr and 'pip install "nvmedia[ray]"' in cli.stderr
     assert not (tmp_path / "m.jsonl").exists()
     library = subprocess.run(
         [sys.executable, "-c", hide_ray + "import nvmedia.ray\n"

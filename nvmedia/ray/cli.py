@@ -89,6 +89,7 @@ def run_on_ray(
     if settings.keep is not None:
         plan_keep(paths, sources, settings.keep, exclude, pieces=settings.split_long_audio)
     workers: Client | None = None
+    given_keep = settings.keep
     try:
         kept = resume.keep(sources, client.live_asset_ids) if resume is not None else None
         todo = [s for s in sources if kept is None or s.group not in kept]
@@ -144,6 +145,7 @@ def run_on_ray(
                                 for item in items:
                                     if isinstance(item.error, ConfigError):
                                         raise item.error
+                                    item.kept = _as_given(item.kept, settings.keep, given_keep)
                                 source = todo[done]
                                 done += 1
                                 for kept_items in kept.before(source.group) if kept is not None else ():
@@ -168,6 +170,17 @@ def run_on_ray(
     finally:
         if workers is not None:
             workers.close()  # the driver's copy: its configuration went to the upload actors
+
+
+def _as_given(kept: str | None, absolute: Path | None, given: Path | None) -> str | None:
+    """A kept path the workers wrote under the absolute keep folder, under the folder as the user gave it.
+
+    The local engine's records name kept files under ``--keep`` as given (``kept/x.png``); the
+    workers, which run in other folders, were handed its absolute form.
+    """
+    if kept is None or absolute is None or given is None:
+        return kept
+    return os.path.join(given, os.path.relpath(kept, absolute))
 
 
 @contextmanager

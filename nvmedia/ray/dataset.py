@@ -237,6 +237,11 @@ def build(
     (at most the largest node's), so that the per-worker memory budgets of one node fit in it.
     """
     check_job_id(job)
+    if column not in ds.columns():
+        found = ", ".join(ds.columns()) or "none"
+        raise ConfigError(
+            f"the Dataset has no column {column!r} (its columns: {found})", hint="pass column= naming the sources"
+        )
     if column in RECORD_COLUMNS and column != "source":
         raise ConfigError(
             f"column {column!r} has the name of a record field",
@@ -270,8 +275,14 @@ def build(
     )
     if final:
         return normalized
-    registry = ray.remote(num_cpus=0)(DedupeRegistry).options(name=registry_name(job), get_if_exists=True)
-    _REGISTRIES[job] = registry.remote(TAKEOVER_S)
+    if job not in _REGISTRIES:
+        # The first handle owns the actor: replacing it by the one get_if_exists gives for a later
+        # Dataset of the job dropped the owner's last reference, and Ray killed the registry mid-run.
+        registry = ray.remote(num_cpus=0)(DedupeRegistry).options(name=registry_name(job), get_if_exists=True)
+        _REGISTRIES[job] = registry.remote(TAKEOVER_S)
+    # Ids the job recorded for an earlier Dataset are checked before they are handed out again:
+    # they may have been deleted (assets delete --job) or have expired since.
+    generation = ray.get(_REGISTRIES[job].new_generation.remote())
     return normalized.map_batches(
         Uploader,
         batch_size=batch_size,
@@ -280,6 +291,7 @@ def build(
             "settings": settings,
             "client": client,
             "registry": _REGISTRIES[job],
+            "generation": generation,
             "output": output,
             "uploads": uploads_per_node,
         },

@@ -15,10 +15,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Final
 
+from .._asset_results import AssetInfo, DeleteOutcome, DeleteReport
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..assets import AssetClient, DeleteReport
+    from ..assets import AssetClient
 
 DESCRIPTION_PREFIX: Final = "nvmedia job "
 LOOKUPS_IN_FLIGHT: Final = 8
@@ -61,28 +62,53 @@ def job_description(job: str) -> str:
     return DESCRIPTION_PREFIX + check_job_id(job)
 
 
-def job_asset_ids(client: AssetClient, job: str) -> list[str]:
+def job_asset_ids(client: AssetClient, job: str) -> tuple[list[str], list[DeleteOutcome]]:
     """The ids of the key's assets whose description names ``job``, in the service's list order.
 
+    Returns:
+        The job's ids, and a ``failed`` outcome for each asset whose description could not be read
+        (after retries): it may be the job's, so it is neither deleted nor passed over in silence.
+
     Raises:
-        AssetAPIError: listing failed, or reading an asset's description failed after retries.
+        AssetAPIError: listing failed.
     """
+    from ..errors import AssetAPIError
+
     wanted = job_description(job)
+
+    def read(asset_id: str) -> AssetInfo | AssetAPIError | None:
+        try:
+            return client.get(asset_id)
+        except AssetAPIError as exc:
+            return exc
+
     ids = client.list()
     with ThreadPoolExecutor(max_workers=LOOKUPS_IN_FLIGHT, thread_name_prefix="nvmedia-job") as pool:
-        infos = list(pool.map(client.get, ids))
-    return [
-        asset_id for asset_id, info in zip(ids, infos, strict=True) if info is not None and info.description == wanted
+        infos = list(pool.map(read, ids))
+    unreadable = [
+        DeleteOutcome(asset_id, "failed", f"its description could not be read ({info.message})")
+        for asset_id, info in zip(ids, infos, strict=True)
+        if isinstance(info, AssetAPIError)
     ]
+    found = [
+        asset_id
+        for asset_id, info in zip(ids, infos, strict=True)
+        if not isinstance(info, AssetAPIError) and info is not None and info.description == wanted
+    ]
+    return found, unreadable
 
 
 def delete_job_assets(client: AssetClient, job: str) -> DeleteReport:
     """Delete every asset of ``job`` (``AssetClient.delete_many``: past failures, a 404 counts as deleted).
 
+    An asset whose description cannot be read is reported ``failed`` after the others.
+
     Raises:
         AssetAPIError: the job's assets could not be listed.
     """
-    return client.delete_many(job_asset_ids(client, job), deadline_s=None)  # the user is watching
+    ids, unreadable = job_asset_ids(client, job)
+    report = client.delete_many(ids, deadline_s=None)  # the user is watching
+    return DeleteReport(report.outcomes + tuple(unreadable))
 
 
 def delete_job_command(client: AssetClient, job: str, out: IO[str] | None = None, err: IO[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 try:
     import pyarrow as pa
@@ -320,9 +320,12 @@ class Uploader:
     configuration: key, asset API, cache) and asks the run's ``DedupeRegistry`` before each upload.
     """
 
-    def __init__(self, *, settings: Settings, client: Client, registry: Any, output: Output, uploads: int) -> None:
+    def __init__(
+        self, *, settings: Settings, client: Client, registry: Any, generation: int, output: Output, uploads: int
+    ) -> None:
         self._settings = settings
         self._registry = registry
+        self._generation = generation
         self._output: Output = output
         self._client = client
         self._pool = ThreadPoolExecutor(max_workers=max(1, uploads), thread_name_prefix="nvmedia-ray-upload")
@@ -351,12 +354,12 @@ class Uploader:
             item.output.sha256 = hashlib.sha256(payload).hexdigest()
         digest = item.output.sha256
         try:
-            asset_id: str | None = ray.get(self._registry.claim.remote(digest, mime))
+            asset_id = self._claimed(digest, mime)
             if asset_id is None:
                 try:
                     asset_id = self._upload(item, payload)
                 finally:
-                    ray.get(self._registry.release.remote(digest, mime, asset_id))
+                    ray.get(self._registry.release.remote(digest, mime, asset_id, self._generation))
                 if asset_id is None:
                     return  # the upload failed the item
         except NVMediaError as exc:  # a ConfigError too: the CLI turns it into exit status 2
@@ -372,6 +375,21 @@ class Uploader:
             )
             return
         attach_asset(item, asset_id)
+
+    def _claimed(self, digest: str, mime: str) -> str | None:
+        """The job's asset for these bytes, or None when this actor is to upload them (then ``release``).
+
+        An id recorded for an earlier Dataset of the job is looked up first: one deleted or expired
+        since is forgotten, and the bytes are uploaded again.
+        """
+        while True:
+            asset_id, recorded_in = ray.get(self._registry.claim.remote(digest, mime))
+            if asset_id is None or recorded_in == self._generation:
+                return cast("str | None", asset_id)
+            if self._client.get_asset(asset_id) is not None:
+                ray.get(self._registry.confirm.remote(digest, mime, asset_id, self._generation))
+                return cast(str, asset_id)
+            ray.get(self._registry.forget.remote(digest, mime, asset_id))
 
     def _upload(self, item: Item, payload: bytes) -> str | None:
         """Upload ``payload`` as the item's output; its asset id, or None when the item failed."""
@@ -398,10 +416,18 @@ class DedupeRegistry:
 
     def __init__(self, takeover_s: float) -> None:
         self._takeover_s = takeover_s
-        self._ids: dict[tuple[str, str], str] = {}
+        self._ids: dict[tuple[str, str], tuple[str, int]] = {}
         self._busy: dict[tuple[str, str], asyncio.Event] = {}
+        self._generation = 0
 
-    async def claim(self, digest: str, mime: str) -> str | None:
+    async def new_generation(self) -> int:
+        """A number for a new Dataset of the job: ids recorded under an older one are checked before reuse."""
+        self._generation += 1
+        return self._generation
+
+    async def claim(self, digest: str, mime: str) -> tuple[str | None, int]:
+        """The asset id for these bytes and the generation it was recorded (or last checked) in; or
+        ``(None, 0)``, and the caller uploads."""
         key = (digest, mime)
         while True:
             known = self._ids.get(key)
@@ -410,22 +436,32 @@ class DedupeRegistry:
             busy = self._busy.get(key)
             if busy is None:
                 self._busy[key] = asyncio.Event()
-                return None
+                return None, 0
             try:
                 await asyncio.wait_for(busy.wait(), self._takeover_s)
             except asyncio.TimeoutError:
                 if self._busy.get(key) is busy:
                     busy.set()
                     self._busy[key] = asyncio.Event()
-                    return None
+                    return None, 0
 
-    async def release(self, digest: str, mime: str, asset_id: str | None) -> None:
+    async def release(self, digest: str, mime: str, asset_id: str | None, generation: int) -> None:
         key = (digest, mime)
         if asset_id is not None:
-            self._ids[key] = asset_id
+            self._ids[key] = (asset_id, generation)
         busy = self._busy.pop(key, None)
         if busy is not None:
             busy.set()
+
+    async def confirm(self, digest: str, mime: str, asset_id: str, generation: int) -> None:
+        """``asset_id`` was found on the service during ``generation``: no need to look again in it."""
+        if self._ids.get((digest, mime), (None, 0))[0] == asset_id:
+            self._ids[(digest, mime)] = (asset_id, generation)
+
+    async def forget(self, digest: str, mime: str, asset_id: str) -> None:
+        """``asset_id`` is gone from the service: the next claimant of these bytes uploads them."""
+        if self._ids.get((digest, mime), (None, 0))[0] == asset_id:
+            del self._ids[(digest, mime)]
 
     async def count(self) -> int:
         """How many distinct contents have an asset in this run."""
