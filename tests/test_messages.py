@@ -415,8 +415,40 @@ def test_media_outside_user_messages_is_refused_before_any_upload(emu: NVCFEmula
     messages = [_user(f"<audio src='{WAV}'>"), {"role": role, "content": [_text("see"), _image_part(str(HEIC))]}]
     with pytest.raises(InputError) as caught:
         _rewrite(emu, messages)
-    assert f"messages[1].content[1] (image_url): a {role} message references media" in caught.value.message
+    article = "an" if role == "assistant" else "a"
+    assert f"messages[1].content[1] (image_url): {article} {role} message references media" in caught.value.message
     assert emu.requests == []
+
+
+@pytest.mark.parametrize("in_a_text_part", [False, True])
+@pytest.mark.parametrize("role", ["system", "assistant", "tool"])
+def test_markup_in_a_model_answer_is_text_and_the_next_turn_goes_through(
+    emu: NVCFEmulator, role: str, in_a_text_part: bool
+) -> None:
+    markup = 'Here is the HTML: <img src="logo.png" alt="logo"> <video src=https://example.com/a.mp4 controls>'
+    answer = {"role": role, "content": [_text(markup)] if in_a_text_part else markup}
+    messages = [_user(f"Write HTML with my logo <img src='{WEBP}'>"), answer, _user("Thanks! Now make it blue.")]
+    rw = _rewrite(emu, messages)
+    assert rw.messages[1] == answer and rw.messages[2] == messages[2]
+    assert _ask(emu, rw.messages, rw.headers) == "received 1 image (1 inline, 0 assets)"
+
+
+def test_markup_in_user_text_is_refused_naming_the_option_or_the_path_and_how_to_send_it_as_text(
+    emu: NVCFEmulator,
+) -> None:
+    with pytest.raises(FetchError) as fetch_caught:
+        _rewrite(emu, [_user('Why does <img src="https://example.com/a.png"> not show?')])
+    assert fetch_caught.value.code == "fetch_blocked" and "fetch_urls=True" in fetch_caught.value.hint
+    assert "&lt;img" in fetch_caught.value.hint
+    with pytest.raises(InputError) as input_caught:
+        _rewrite(emu, [_user("Fix this markup: <img src=photo.jpg>")])
+    assert input_caught.value.code == "not_found"
+    assert input_caught.value.message == "messages[0].content <img> tag: photo.jpg does not exist"
+    assert "&lt;img" in input_caught.value.hint
+    escaped = [_user('Why does &lt;img src="https://example.com/a.png"&gt; not show?')]
+    rw = _rewrite(emu, escaped)
+    assert rw.messages == escaped and emu.requests == []
+    assert _ask(emu, rw.messages, rw.headers).startswith("received no media")
 
 
 def test_twelve_distinct_images_are_refused_before_any_upload(emu: NVCFEmulator, tmp_path: Path) -> None:
