@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from .errors import InputError
+from .names import shown as escaped
 from .sniff import Kind
 
 Form = Literal["part", "input_audio", "tag"]
@@ -170,6 +171,8 @@ def parse_data_uri(url: str) -> DataURI | None:
 def shorten(text: str) -> str:
     """``text`` cut for a message: a data URI to its type, anything else to 240 characters.
 
+    Control characters and bytes that are not UTF-8 are escaped (``\\x00``): a message stays one printable line.
+
     Example:
         >>> shorten("data:image/png;base64," + "A" * 1000)
         'data:image/png;base64,... (1022 characters)'
@@ -178,6 +181,7 @@ def shorten(text: str) -> str:
     if data is not None and data.encoding != "asset_id":
         head = text[: text.index(",") + 1]
         return f"{head}... ({len(text)} characters)"
+    text = escaped(text)
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
 

@@ -556,6 +556,58 @@ def test_link_inside_local_root_leading_outside_is_refused(emu: NVCFEmulator, se
     assert "outside the folder" in caught.value.message
 
 
+HOSTILE_REFERENCES = [
+    pytest.param("{root}/cat.webp\x00", "not_found", id="nul-in-a-path"),
+    pytest.param("cat.png\x00", "not_found", id="nul-relative"),
+    pytest.param("file://{root}/a%00b.png", "not_found", id="nul-in-a-file-url"),
+    pytest.param("~\x00/cat.png", "not_found", id="nul-after-tilde"),
+    pytest.param("../secret.webp\x00", "not_found", id="nul-outside"),
+    pytest.param("{root}/cat\ud800.png", "not_found", id="lone-surrogate"),
+    pytest.param("file://{root}/%ED%A0%80.png", "not_found", id="percent-encoded-surrogate"),
+    pytest.param("file://{root}/%ZZ.png", "not_found", id="invalid-percent-encoding"),
+    pytest.param("file://[::1/cat.png", "unreadable", id="file-url-with-a-broken-host"),
+    pytest.param("{root}/" + "a" * 300 + ".png", "unreadable", id="name-too-long"),
+    pytest.param("{root}/" + "/".join(["a" * 200] * 30), "unreadable", id="path-too-long"),
+    pytest.param("{root}/sub", "unreadable", id="folder"),
+    pytest.param("{root}/fifo", "unreadable", id="fifo"),
+    pytest.param("/dev/zero", "unreadable", id="device"),
+]
+
+
+@pytest.mark.parametrize("under_local_root", [False, True])
+@pytest.mark.parametrize(("reference", "code"), HOSTILE_REFERENCES)
+def test_hostile_reference_is_an_input_error_naming_it(
+    emu: NVCFEmulator, served: tuple[Path, Path], reference: str, code: str, under_local_root: bool
+) -> None:
+    root, _ = served
+    os.mkfifo(root / "fifo")
+    url = reference.format(root=root)
+    for content in (_image_part(url), f"<img src='{url}'>"):
+        with pytest.raises(InputError) as caught:
+            _rewrite(emu, [_user(content)], local_root=root if under_local_root else None)
+        err = caught.value
+        assert err.code == code, err
+        assert err.message.startswith("messages[0].content"), err.message
+        assert err.message.encode() and "\n" not in err.message and "\x00" not in err.message
+    assert emu.requests == []
+
+
+def test_nul_outside_local_root_says_nothing_about_what_exists(emu: NVCFEmulator, served: tuple[Path, Path]) -> None:
+    root, _ = served
+    errors = []
+    for name in ("secret.webp", "absent.webp"):
+        with pytest.raises(InputError) as caught:
+            _rewrite(emu, [_user(_image_part(f"../{name}\x00"))], local_root=root)
+        errors.append((caught.value.code, caught.value.message.replace(name, "NAME"), caught.value.hint))
+    assert errors[0] == errors[1]
+
+
+def test_percent_encoded_bytes_of_a_file_url_name_the_file_with_those_bytes(emu: NVCFEmulator, tmp_path: Path) -> None:
+    (tmp_path / os.fsdecode(b"caf\xe9.webp")).write_bytes(WEBP.read_bytes())  # Latin-1 name: not UTF-8
+    rw = _rewrite(emu, [_user(_image_part(f"file://{quote(str(tmp_path))}/caf%E9.webp"))])
+    assert rw.messages[0]["content"][0]["image_url"]["url"].startswith("data:image/webp;base64,")
+
+
 # -------------------------------------------------------------------------------------- what is found
 
 
