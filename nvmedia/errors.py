@@ -91,6 +91,11 @@ class NVMediaError(Exception):
         """What to do about it, options named for the front door in use."""
         return render(self._hint)
 
+    @hint.setter
+    def hint(self, hint: str) -> None:
+        """Restate what to do (an adapter that knows its caller's way)."""
+        self._hint = hint
+
     def __str__(self) -> str:
         return self.message
 

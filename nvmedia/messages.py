@@ -4,8 +4,12 @@ Pure functions, no I/O. A reference is one of:
 
 * a list-form part: ``image_url``, ``video_url``, ``audio_url`` (``{"url": ...}``, or NVIDIA's
   bare string), or ``input_audio`` (``{"data": base64, "format": ...}``);
-* a tag in string content or in a ``text`` part: ``<img|audio|video ... src=... ...>`` with the
-  attributes in any order, ``"``, ``'`` or no quotes, any case, self-closing or not.
+* a tag in a user message's string content or ``text`` part: ``<img|audio|video ... src=... ...>``
+  with the attributes in any order, ``"``, ``'`` or no quotes, any case, self-closing or not.
+
+Text in other messages is text: a model's answer holding HTML (``<img src="logo.png">``) names
+no media, so tags there are left as they are. Parts are references in every role (the service
+refuses media outside user messages, and the caller decides what to do about it).
 
 ``find_references`` lists them in message order; ``apply_replacements`` returns a deep copy of
 the messages with each reference replaced by the media that stands for it: a part becomes one
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from .errors import InputError
+from .names import shown as escaped
 from .sniff import Kind
 
 Form = Literal["part", "input_audio", "tag"]
@@ -166,6 +171,8 @@ def parse_data_uri(url: str) -> DataURI | None:
 def shorten(text: str) -> str:
     """``text`` cut for a message: a data URI to its type, anything else to 240 characters.
 
+    Control characters and bytes that are not UTF-8 are escaped (``\\x00``): a message stays one printable line.
+
     Example:
         >>> shorten("data:image/png;base64," + "A" * 1000)
         'data:image/png;base64,... (1022 characters)'
@@ -174,6 +181,7 @@ def shorten(text: str) -> str:
     if data is not None and data.encoding != "asset_id":
         head = text[: text.index(",") + 1]
         return f"{head}... ({len(text)} characters)"
+    text = escaped(text)
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
 
@@ -259,10 +267,10 @@ def _tag(name: str, start: int, end: int, src: tuple[str, int, int, str] | None)
 
 
 def find_references(messages: Sequence[Mapping[str, Any]]) -> list[Reference]:
-    """Every media reference in ``messages``, in order: parts and tags, in any role.
+    """Every media reference in ``messages``, in order: parts in any role, tags in user messages.
 
     Messages that are not mappings, and parts of other types (``text`` aside, which is
-    searched for tags), are left alone.
+    searched for tags in user messages), are left alone.
 
     Raises:
         InputError: a tag with a quote that is never closed.
@@ -273,7 +281,11 @@ def find_references(messages: Sequence[Mapping[str, Any]]) -> list[Reference]:
             continue
         role = str(message.get("role", ""))
         content = message.get("content")
+        # Only users name media in text: in an answer, a system prompt or a tool's output, a tag is text.
+        tags_are_media = role == "user"
         if isinstance(content, str):
+            if not tags_are_media:
+                continue
             where = f"messages[{m}].content"
             refs.extend(Reference(m, role, None, "tag", t.kind, t.src, tag=t) for t in find_tags(content, where))
             continue
@@ -284,6 +296,8 @@ def find_references(messages: Sequence[Mapping[str, Any]]) -> list[Reference]:
                 continue
             ptype = part.get("type")
             if ptype == "text" and isinstance(part.get("text"), str):
+                if not tags_are_media:
+                    continue
                 where = f"messages[{m}].content[{p}]"
                 tags = find_tags(part["text"], where)
                 refs.extend(Reference(m, role, p, "tag", t.kind, t.src, tag=t) for t in tags)

@@ -481,7 +481,7 @@ def test_chat_takes_text_in_system_and_assistant_messages(emu: NVCFEmulator, cli
     messages = [
         {"role": "system", "content": "/no_think"},
         {"role": "user", "content": [url_part("image", data_uri(PNG, "image/png"))]},
-        {"role": "assistant", "content": "A picture."},
+        {"role": "assistant", "content": 'A picture. In HTML: <img src="picture.png">'},
         {"role": "user", "content": "Sure?"},
     ]
     body = {"model": "nvidia/nemotron-3-nano-omni", "messages": messages}

@@ -150,9 +150,20 @@ def test_urls_are_fetched_when_asked(emu: NVCFEmulator, tmp_path: Path) -> None:
 
 
 def test_media_in_a_system_message_is_refused_before_anything_is_sent(emu: NVCFEmulator) -> None:
+    system = SystemMessage(content=[{"type": "audio_url", "audio_url": {"url": str(TALK)}}])
     with pytest.raises(nvmedia.InputError) as caught:
-        _chat(emu).invoke([SystemMessage(content=f"<audio src='{TALK}'>"), HumanMessage(content="Hi")])
+        _chat(emu).invoke([system, HumanMessage(content="Hi")])
     assert "a system message references media" in caught.value.message and emu.requests == []
+
+
+def test_the_model_answering_with_html_does_not_end_the_conversation(emu: NVCFEmulator) -> None:
+    conversation = [
+        HumanMessage(content=f"Write an HTML page with my logo <img src='{IMAGE}'>"),
+        AIMessage(content='<html><img src="logo.png"></html>'),
+        SystemMessage(content="Answer in <audio src=x.wav> style, briefly."),
+        HumanMessage(content="Thanks! Now make it blue."),
+    ]
+    assert _chat(emu).invoke(conversation).content == "received 1 image (1 inline, 0 assets)"
 
 
 def test_assets_are_deleted_when_the_call_fails(emu: NVCFEmulator) -> None:

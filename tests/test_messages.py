@@ -415,8 +415,40 @@ def test_media_outside_user_messages_is_refused_before_any_upload(emu: NVCFEmula
     messages = [_user(f"<audio src='{WAV}'>"), {"role": role, "content": [_text("see"), _image_part(str(HEIC))]}]
     with pytest.raises(InputError) as caught:
         _rewrite(emu, messages)
-    assert f"messages[1].content[1] (image_url): a {role} message references media" in caught.value.message
+    article = "an" if role == "assistant" else "a"
+    assert f"messages[1].content[1] (image_url): {article} {role} message references media" in caught.value.message
     assert emu.requests == []
+
+
+@pytest.mark.parametrize("in_a_text_part", [False, True])
+@pytest.mark.parametrize("role", ["system", "assistant", "tool"])
+def test_markup_in_a_model_answer_is_text_and_the_next_turn_goes_through(
+    emu: NVCFEmulator, role: str, in_a_text_part: bool
+) -> None:
+    markup = 'Here is the HTML: <img src="logo.png" alt="logo"> <video src=https://example.com/a.mp4 controls>'
+    answer = {"role": role, "content": [_text(markup)] if in_a_text_part else markup}
+    messages = [_user(f"Write HTML with my logo <img src='{WEBP}'>"), answer, _user("Thanks! Now make it blue.")]
+    rw = _rewrite(emu, messages)
+    assert rw.messages[1] == answer and rw.messages[2] == messages[2]
+    assert _ask(emu, rw.messages, rw.headers) == "received 1 image (1 inline, 0 assets)"
+
+
+def test_markup_in_user_text_is_refused_naming_the_option_or_the_path_and_how_to_send_it_as_text(
+    emu: NVCFEmulator,
+) -> None:
+    with pytest.raises(FetchError) as fetch_caught:
+        _rewrite(emu, [_user('Why does <img src="https://example.com/a.png"> not show?')])
+    assert fetch_caught.value.code == "fetch_blocked" and "fetch_urls=True" in fetch_caught.value.hint
+    assert "&lt;img" in fetch_caught.value.hint
+    with pytest.raises(InputError) as input_caught:
+        _rewrite(emu, [_user("Fix this markup: <img src=photo.jpg>")])
+    assert input_caught.value.code == "not_found"
+    assert input_caught.value.message == "messages[0].content <img> tag: photo.jpg does not exist"
+    assert "&lt;img" in input_caught.value.hint
+    escaped = [_user('Why does &lt;img src="https://example.com/a.png"&gt; not show?')]
+    rw = _rewrite(emu, escaped)
+    assert rw.messages == escaped and emu.requests == []
+    assert _ask(emu, rw.messages, rw.headers).startswith("received no media")
 
 
 def test_twelve_distinct_images_are_refused_before_any_upload(emu: NVCFEmulator, tmp_path: Path) -> None:
@@ -522,6 +554,58 @@ def test_link_inside_local_root_leading_outside_is_refused(emu: NVCFEmulator, se
     with pytest.raises(InputError) as caught:
         _rewrite(emu, [_user("<img src='innocent.webp'>")], local_root=root)
     assert "outside the folder" in caught.value.message
+
+
+HOSTILE_REFERENCES = [
+    pytest.param("{root}/cat.webp\x00", "not_found", id="nul-in-a-path"),
+    pytest.param("cat.png\x00", "not_found", id="nul-relative"),
+    pytest.param("file://{root}/a%00b.png", "not_found", id="nul-in-a-file-url"),
+    pytest.param("~\x00/cat.png", "not_found", id="nul-after-tilde"),
+    pytest.param("../secret.webp\x00", "not_found", id="nul-outside"),
+    pytest.param("{root}/cat\ud800.png", "not_found", id="lone-surrogate"),
+    pytest.param("file://{root}/%ED%A0%80.png", "not_found", id="percent-encoded-surrogate"),
+    pytest.param("file://{root}/%ZZ.png", "not_found", id="invalid-percent-encoding"),
+    pytest.param("file://[::1/cat.png", "unreadable", id="file-url-with-a-broken-host"),
+    pytest.param("{root}/" + "a" * 300 + ".png", "unreadable", id="name-too-long"),
+    pytest.param("{root}/" + "/".join(["a" * 200] * 30), "unreadable", id="path-too-long"),
+    pytest.param("{root}/sub", "unreadable", id="folder"),
+    pytest.param("{root}/fifo", "unreadable", id="fifo"),
+    pytest.param("/dev/zero", "unreadable", id="device"),
+]
+
+
+@pytest.mark.parametrize("under_local_root", [False, True])
+@pytest.mark.parametrize(("reference", "code"), HOSTILE_REFERENCES)
+def test_hostile_reference_is_an_input_error_naming_it(
+    emu: NVCFEmulator, served: tuple[Path, Path], reference: str, code: str, under_local_root: bool
+) -> None:
+    root, _ = served
+    os.mkfifo(root / "fifo")
+    url = reference.format(root=root)
+    for content in (_image_part(url), f"<img src='{url}'>"):
+        with pytest.raises(InputError) as caught:
+            _rewrite(emu, [_user(content)], local_root=root if under_local_root else None)
+        err = caught.value
+        assert err.code == code, err
+        assert err.message.startswith("messages[0].content"), err.message
+        assert err.message.encode() and "\n" not in err.message and "\x00" not in err.message
+    assert emu.requests == []
+
+
+def test_nul_outside_local_root_says_nothing_about_what_exists(emu: NVCFEmulator, served: tuple[Path, Path]) -> None:
+    root, _ = served
+    errors = []
+    for name in ("secret.webp", "absent.webp"):
+        with pytest.raises(InputError) as caught:
+            _rewrite(emu, [_user(_image_part(f"../{name}\x00"))], local_root=root)
+        errors.append((caught.value.code, caught.value.message.replace(name, "NAME"), caught.value.hint))
+    assert errors[0] == errors[1]
+
+
+def test_percent_encoded_bytes_of_a_file_url_name_the_file_with_those_bytes(emu: NVCFEmulator, tmp_path: Path) -> None:
+    (tmp_path / os.fsdecode(b"caf\xe9.webp")).write_bytes(WEBP.read_bytes())  # Latin-1 name: not UTF-8
+    rw = _rewrite(emu, [_user(_image_part(f"file://{quote(str(tmp_path))}/caf%E9.webp"))])
+    assert rw.messages[0]["content"][0]["image_url"]["url"].startswith("data:image/webp;base64,")
 
 
 # -------------------------------------------------------------------------------------- what is found

@@ -7,8 +7,9 @@ request) and want nvmedia only in their upload step::
         client.chat.completions.create(model=..., messages=rw.messages, extra_headers=rw.headers)
     # leaving the block deletes the assets the call uploaded
 
-Every reference is found (``nvmedia.messages``) and resolved (``resolve.py``) before
-anything is prepared, so a bad reference, media outside a user message, or a conversation
+Every reference is found (``nvmedia.messages``: parts anywhere, tags in user messages; a
+tag in a model's answer is text) and resolved (``resolve.py``) before anything is prepared,
+so a bad reference, a media part outside a user message, or a conversation
 that needs more assets than one request may carry is refused before any upload. The
 sources left to prepare (each file, URL or piece of data once) go through one ``prepare``
 call as one request: the preparation step is a parameter (``prepare=``/``aprepare=``, by
@@ -158,7 +159,8 @@ def rewrite_messages(
     """Make every media reference in a chat conversation one the service accepts.
 
     References are list parts (``image_url``, ``video_url``, ``audio_url``, ``input_audio``) and
-    ``<img|audio|video src=...>`` tags in string content or text parts. Each may name a local path
+    ``<img|audio|video src=...>`` tags in a user message's string content or text parts (in other
+    messages, such as a model's answer holding HTML, a tag is text and left as it is). Each may name a local path
     (``~`` expanded), a ``file://`` URL, an ``http(s)`` URL (fetched with ``fetch_urls=True``),
     a ``data:`` URI, or an asset already uploaded (``data:<mime>;asset_id,<uuid>``). Local files,
     URLs, and data the service would refuse (a format it does not take, over the inline limit)
@@ -181,8 +183,9 @@ def rewrite_messages(
         manager to delete what it uploaded; ``messages, headers = rewrite_messages(...)`` also works.
 
     Raises:
-        InputError: media in a ``system``, ``assistant`` or ``tool`` message; a missing, unreadable or
-            outside-``local_root`` file; a tag whose quote never closes. Nothing is uploaded.
+        InputError: a media part in a ``system``, ``assistant`` or ``tool`` message; a missing, unreadable or
+            outside-``local_root`` file; a tag whose quote never closes. Nothing is uploaded. The error of a
+            tag says how to send markup as text (``&lt;img ...>``), in case the user only meant to show it.
         FetchError: an ``http(s)`` URL without ``fetch_urls=True``, a blocked address, another scheme.
         PlanError: ``too_many_assets`` when the conversation needs more assets than one request may
             reference, counted before anything is uploaded.
@@ -312,7 +315,7 @@ def _rewrite_flow(
         inline_limit=inline_limit,
         mode=options.get("mode", "auto"),
     )
-    targets: dict[Reference, Target] = {ref: resolve(ref, ctx) for ref in refs}
+    targets: dict[Reference, Target] = {ref: _resolve(ref, ctx) for ref in refs}
     request_limit = options.get("request_limit") or profile.request_limit or inline_limit
     kept_chars = sum(t.inline_chars for t in targets.values() if isinstance(t, Keep))
     if kept_chars >= request_limit:
@@ -369,12 +372,26 @@ def _rewrite_flow(
     return Rewritten(apply_replacements(messages, replacements), asset_ids, list(prepared.items), prepared)
 
 
+def _resolve(ref: Reference, ctx: Context) -> Target:
+    """``resolve``, whose error for a tag also says how to send it as text (a user may only be showing markup)."""
+    try:
+        return resolve(ref, ctx)
+    except NVMediaError as exc:
+        if ref.tag is not None:
+            name = ref.tag.name.lower()
+            as_text = f"to send the <{name}> tag as text, not media, write it as &lt;{name} ...&gt;"
+            exc.hint = f"{exc.hint}; {as_text}" if exc.hint else as_text
+        raise
+
+
 def _refuse_media_outside_user_messages(refs: Sequence[Reference]) -> None:
-    """Media only in user messages: the service refuses the request otherwise, so nothing is uploaded for it."""
+    """Media parts only in user messages: the service refuses the request otherwise, so nothing is uploaded for it."""
     for ref in refs:
         if ref.role != "user":
+            role = ref.role or "role-less"
+            article = "an" if role[0].lower() in "aeiou" else "a"
             raise InputError(
-                f"{ref.where}: a {ref.role or 'role-less'} message references media ({ref.shown}); the service "
+                f"{ref.where}: {article} {role} message references media ({ref.shown}); the service "
                 "accepts media only in user messages",
                 code="unreadable",
                 hint='move the media into a message with "role": "user"',

@@ -5,8 +5,10 @@ holds, or inline data it accepts as it is) or a ``Prepare`` (a local file, a rem
 decoded bytes for ``prepare``), and raises the reference's error otherwise. Local paths are
 checked here, before anything is prepared or uploaded:
 
-* ``~`` is expanded and ``file://`` URLs percent-decoded; a ``file://`` URL naming another host
-  is refused;
+* ``~`` is expanded and ``file://`` URLs percent-decoded (to the bytes of the name: ``%E9`` is
+  byte 0xE9); a ``file://`` URL naming another host is refused;
+* a path no file can have (a NUL character, a lone surrogate) is ``not_found`` before anything
+  is looked up, so it says nothing about what exists, inside ``local_root`` or out;
 * with a ``local_root``, a path is read only when it lies under that folder once ``..`` and
   links are resolved (relative paths are taken from the folder); a path outside it gets the
   same error whether it exists or not;
@@ -24,7 +26,7 @@ import stat
 import uuid
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import unquote, unquote_to_bytes, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import pybase64
 
@@ -111,11 +113,11 @@ def resolve(ref: Reference, ctx: Context) -> Target:
     if is_remote_url(url):
         if not ctx.fetch_urls:
             raise FetchError(
-                f"{ref.where}: {display_url(url)} is a remote URL, and fetching is off",
+                f"{ref.where}: {shorten(display_url(url))} is a remote URL, and fetching is off",
                 code="fetch_blocked",
                 hint="pass fetch_urls=True to fetch it (public addresses only; url_allow=[...] opens others)",
             )
-        return Prepare(key=("url", url), source=url, shown=display_url(url))
+        return Prepare(key=("url", url), source=url, shown=shorten(display_url(url)))
     if url[:5].lower() == "file:":
         return _local(ref, _file_url_path(ref, url), ctx)
     if _OTHER_URL.match(url):
@@ -130,7 +132,14 @@ def resolve(ref: Reference, ctx: Context) -> Target:
 
 
 def _file_url_path(ref: Reference, url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # a broken host: ``file://[::1/cat.png``
+        raise InputError(
+            f"{ref.where}: {shorten(url)} is not a valid file:// URL ({exc})",
+            code="unreadable",
+            hint="write file:///path (three slashes) for a file on this machine",
+        ) from None
     if parts.netloc.lower() not in _LOCAL_FILE_HOSTS:
         raise FetchError(
             f"{ref.where}: {shorten(url)} names the host {parts.netloc!r}; file:// URLs are read only from "
@@ -138,12 +147,19 @@ def _file_url_path(ref: Reference, url: str) -> str:
             code="fetch_blocked",
             hint="write file:///path (three slashes) for a file on this machine",
         )
-    return unquote(parts.path)
+    # Percent escapes stand for bytes of the name, as on the file system (not for UTF-8 text only).
+    return os.fsdecode(unquote_to_bytes(parts.path))
 
 
 def _local(ref: Reference, written: str, ctx: Context) -> Prepare:
-    path = os.path.expanduser(written)
     shown = shorten(written)
+    if not _can_name_a_file(written):
+        raise InputError(
+            f"{ref.where}: {shown} does not exist (no file name holds a NUL character or a lone surrogate)",
+            code="not_found",
+            hint="check the path",
+        )
+    path = os.path.expanduser(written)
     if ctx.local_root is not None:
         real = os.path.realpath(os.path.join(ctx.local_root, path))
         if os.path.commonpath([real, ctx.local_root]) != ctx.local_root:
@@ -172,6 +188,17 @@ def _local(ref: Reference, written: str, ctx: Context) -> Prepare:
     if not stat.S_ISREG(st.st_mode):
         raise InputError(f"{ref.where}: {shown} is not a regular file", code="unreadable", hint="name a media file")
     return Prepare(key=("file", st.st_dev, st.st_ino), source=real, shown=shown)
+
+
+def _can_name_a_file(path: str) -> bool:
+    """False for a path the OS refuses before looking: a NUL, or a character that is no byte of a name."""
+    if "\x00" in path:
+        return False
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _data(ref: Reference, data_uri: DataURI, ctx: Context) -> Target:

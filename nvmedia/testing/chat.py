@@ -1,7 +1,8 @@
 """The emulator's chat endpoint: checking media references and shaping answers.
 
-Every media reference in a chat request is found (list-form parts and
-``<img/audio/video src="..."/>`` tags in text) and checked the way the service
+Every media reference in a chat request is found (list-form parts, and
+``<img/audio/video src="..."/>`` tags in the text of user messages; elsewhere a tag
+is text) and checked the way the service
 would: an inline ``data:<mime>;base64,...`` URI must decode to bytes of the
 claimed type, and an ``asset_id`` URI must name an uploaded asset of the caller
 that the ``NVCF-INPUT-ASSET-REFERENCES`` header lists.
@@ -175,7 +176,8 @@ def _collect_refs(message: dict[str, Any], where: str, refs: list[MediaRef]) -> 
     if content is None:
         return
     if isinstance(content, str):
-        refs.extend(_refs_in_text(content, f"{where}.content"))
+        if message.get("role") == "user":
+            refs.extend(_refs_in_text(content, f"{where}.content"))
         return
     if not isinstance(content, list):
         raise ChatRejected(400, f"{where}.content must be a string or a list of parts")
@@ -188,7 +190,8 @@ def _collect_refs(message: dict[str, Any], where: str, refs: list[MediaRef]) -> 
             text = part.get("text")
             if not isinstance(text, str):
                 raise ChatRejected(400, f"{pwhere}.text must be a string")
-            refs.extend(_refs_in_text(text, pwhere))
+            if message.get("role") == "user":  # a model's answer may hold HTML: text, not media
+                refs.extend(_refs_in_text(text, pwhere))
         elif isinstance(ptype, str) and ptype in _PART_KIND:
             refs.append(MediaRef(f"{pwhere} ({ptype})", _PART_KIND[ptype], url=_url_of(part, ptype, pwhere)))
         elif ptype == "input_audio":
