@@ -21,6 +21,7 @@ naming each difference, rather than keep answers to another question.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from .api import Prepared
 
 RECORD_TYPE: Final = "answer"
+UnitKey = tuple[tuple[str, ...], int]
+"""What identifies a request across runs: its inputs' SHA-256s and which time this run names them (0: the first)."""
 _WAKE_S: Final = 0.25
 DONE_STATUSES: Final = frozenset({"ok", "skipped"})
 """Record statuses ``--resume`` keeps (unless inputs of the request ``failed``); the rest are asked again."""
@@ -56,6 +59,9 @@ class Unit:
         inputs: what is prepared (paths or URLs).
         prompt: the text sent with the media.
         skip_reason: set when nothing is sent (a hidden file, not media...).
+        source_sha256: the SHA-256 of each input as given (a URL with its query string): records
+            name URLs without their query string, and these tell apart URLs that differ only there.
+        occurrence: how many earlier requests of the batch have the same inputs (a file named twice).
     """
 
     index: int
@@ -63,11 +69,18 @@ class Unit:
     inputs: tuple[str, ...]
     prompt: str
     skip_reason: str | None = None
+    source_sha256: tuple[str, ...] = ()
+    occurrence: int = 0
 
     @property
-    def key(self) -> tuple[str, ...]:
+    def key(self) -> UnitKey:
         """What identifies it across runs (``--resume``)."""
-        return self.sources
+        return self.source_sha256, self.occurrence
+
+
+def source_sha256(given: str) -> str:
+    """The SHA-256 of an input as given (its whole URL, query string included): it names it without showing it."""
+    return hashlib.sha256(given.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _not_media_reason(path: Path) -> str | None:
@@ -102,14 +115,15 @@ def plan_units(
             "per-input prompts (a JSONL --prompt-file) send one request per input",
             hint="drop --group, or use a text --prompt-file",
         )
-    grouped: dict[str, tuple[list[str], list[str], str]] = {}  # group -> names, inputs, prompt
-    order: list[str | tuple[str, str]] = []  # a group, or a skipped source's (name, reason)
+    grouped: dict[str, tuple[list[str], list[str], str, list[str]]] = {}  # group -> names, inputs, prompt, SHA-256s
+    order: list[str | tuple[str, str, str]] = []  # a group, or a skipped source's (name, reason, SHA-256)
     for source in expand(paths, group):
         reason = source.skip_reason
         if reason is None and not source.explicit and source.path is not None:
             reason = _not_media_reason(source.path)
+        given_sha256 = source_sha256(source.url or source.name)
         if reason is not None:
-            order.append((source.name, reason))
+            order.append((source.name, reason, given_sha256))
             continue
         if prompts is not None and not source.explicit:
             raise ConfigError(
@@ -119,18 +133,24 @@ def plan_units(
         text = prompts[source.url or source.name] if prompts is not None else prompt
         assert text is not None
         if source.group not in grouped:
-            grouped[source.group] = ([], [], text)
+            grouped[source.group] = ([], [], text, [])
             order.append(source.group)
-        names, inputs, _ = grouped[source.group]
+        names, inputs, _, hashes = grouped[source.group]
         names.append(source.name)
         inputs.append(source.url or (str(source.path) if source.path is not None else source.name))
+        hashes.append(given_sha256)
     units: list[Unit] = []
+    seen: dict[tuple[str, ...], int] = {}
     for index, entry in enumerate(order):
         if isinstance(entry, tuple):
-            units.append(Unit(index, (entry[0],), (), "", skip_reason=entry[1]))
+            name, reason, given_sha256 = entry
+            unit = Unit(index, (name,), (), "", skip_reason=reason, source_sha256=(given_sha256,))
         else:
-            names, inputs, text = grouped[entry]
-            units.append(Unit(index, tuple(names), tuple(inputs), text))
+            names, inputs, text, hashes = grouped[entry]
+            unit = Unit(index, tuple(names), tuple(inputs), text, source_sha256=tuple(hashes))
+        occurrence = seen.get(unit.source_sha256, 0)
+        seen[unit.source_sha256] = occurrence + 1
+        units.append(dataclasses.replace(unit, occurrence=occurrence))
     return units
 
 
@@ -214,7 +234,13 @@ def asked_differently(earlier: Mapping[str, Any] | None, now: Mapping[str, Any])
 
 
 def skipped_record(unit: Unit) -> dict[str, Any]:
-    return {"type": RECORD_TYPE, "sources": list(unit.sources), "status": "skipped", "reason": unit.skip_reason}
+    return {
+        "type": RECORD_TYPE,
+        "sources": list(unit.sources),
+        "sources_sha256": list(unit.source_sha256),
+        "status": "skipped",
+        "reason": unit.skip_reason,
+    }
 
 
 def answer_record(
@@ -231,6 +257,7 @@ def answer_record(
     record: dict[str, Any] = {
         "type": RECORD_TYPE,
         "sources": list(unit.sources),
+        "sources_sha256": list(unit.source_sha256),
         "status": "ok" if error is None else "error",
         "answer": answer.text if answer is not None else None,
         "reasoning": answer.reasoning if answer is not None else None,
@@ -419,8 +446,18 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _key(record: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(str(s) for s in record["sources"])
+def _keys(records: Iterable[Mapping[str, Any]]) -> list[UnitKey]:
+    """The unit key of each record of a file, in file order (which is input order)."""
+    keys: list[UnitKey] = []
+    seen: dict[tuple[str, ...], int] = {}
+    for record in records:
+        hashes = record.get("sources_sha256")
+        if not isinstance(hashes, list):  # an older file: its names are the inputs as given (URLs would not match)
+            hashes = [source_sha256(str(s)) for s in record["sources"]]
+        given = tuple(str(h) for h in hashes)
+        keys.append((given, seen.get(given, 0)))
+        seen[given] = keys[-1][1] + 1
+    return keys
 
 
 def _line(record: Mapping[str, Any]) -> str:
@@ -447,11 +484,13 @@ class AnswerFile:
         *,
         resume: bool = False,
         stream: IO[str] | None = None,
-        asked_now: Mapping[tuple[str, ...], Mapping[str, Any]] | None = None,
+        asked_now: Mapping[UnitKey, Mapping[str, Any]] | None = None,
     ) -> None:
         self.target = target
-        self.done: set[tuple[str, ...]] = set()
+        self.done: set[UnitKey] = set()
         self._kept: list[dict[str, Any]] = []
+        self._kept_keys: list[UnitKey] = []
+        self._written_keys: list[UnitKey] = []
         self._lock = threading.Lock()
         if target is None:
             if stream is None:
@@ -459,14 +498,16 @@ class AnswerFile:
             self._out = stream
             return
         if resume:
-            for record in read_records(target):
+            earlier = read_records(target)
+            for record, key in zip(earlier, _keys(earlier), strict=True):
                 # A group sent without some of its inputs is not answered yet: ask it again whole.
                 done = record.get("status") in DONE_STATUSES and not record.get("failed")
-                if done and _key(record) not in self.done:
-                    self.done.add(_key(record))
+                if done and key not in self.done:
+                    self.done.add(key)
                     self._kept.append(record)
+                    self._kept_keys.append(key)
             if asked_now is not None:
-                _refuse_answers_asked_differently(target, self._kept, asked_now)
+                _refuse_answers_asked_differently(target, self._kept, self._kept_keys, asked_now)
         try:
             # Failed and torn lines of the earlier run go now; their inputs are asked again.
             self._replace([_line(r) for r in self._kept])
@@ -483,30 +524,35 @@ class AnswerFile:
             fh.writelines(lines)
         os.replace(partial, self.target)
 
-    def write(self, record: Mapping[str, Any]) -> None:
-        """Write one record and flush it (so an interruption loses nothing written)."""
+    def write(self, record: Mapping[str, Any], key: UnitKey) -> None:
+        """Write the record of the unit ``key`` names and flush it (so an interruption loses nothing written)."""
         with self._lock:
             self._out.write(_line(record))
             self._out.flush()
+            self._written_keys.append(key)
 
-    def finish(self, order: Sequence[tuple[str, ...]]) -> None:
+    def finish(self, order: Sequence[UnitKey]) -> None:
         """Close the file; after a resumed run, put its records in input order (``order``: the units' keys)."""
         if self.target is None:
             return
         self._out.close()
         if not self._kept:
             return  # a fresh run wrote in input order already
-        rank = {key: i for i, key in enumerate(order)}
         records = read_records(self.target)
-        latest: dict[tuple[str, ...], dict[str, Any]] = {}
-        for record in records:
-            latest[_key(record)] = record
-        ordered = sorted(latest.values(), key=lambda r: rank.get(_key(r), len(rank)))
-        self._replace(_line(r) for r in ordered)
+        keys = self._kept_keys + self._written_keys
+        if len(records) != len(keys):
+            return  # a write failed half-way: leave the lines as they are (--resume reads them back)
+        rank = {key: i for i, key in enumerate(order)}
+        latest = dict(zip(keys, records, strict=True))
+        ordered = sorted(latest.items(), key=lambda entry: rank.get(entry[0], len(rank)))
+        self._replace(_line(record) for _, record in ordered)
 
 
 def _refuse_answers_asked_differently(
-    target: Path, kept: Sequence[Mapping[str, Any]], asked_now: Mapping[tuple[str, ...], Mapping[str, Any]]
+    target: Path,
+    kept: Sequence[Mapping[str, Any]],
+    kept_keys: Sequence[UnitKey],
+    asked_now: Mapping[UnitKey, Mapping[str, Any]],
 ) -> None:
     """Stop a resumed run whose kept answers were asked with another prompt, model or parameters.
 
@@ -515,8 +561,8 @@ def _refuse_answers_asked_differently(
     """
     differences: dict[str, None] = {}  # ordered, without repeats
     count = 0
-    for record in kept:
-        now = asked_now.get(_key(record))
+    for record, key in zip(kept, kept_keys, strict=True):
+        now = asked_now.get(key)
         if record.get("status") != "ok" or now is None:
             continue  # skipped inputs do not depend on the question; others' records are not this run's
         earlier = record.get("asked")

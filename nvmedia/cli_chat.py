@@ -544,7 +544,7 @@ def _batch(args: argparse.Namespace) -> int:
             progress = _BatchProgress(sys.stderr, len(todo)) if sys.stderr.isatty() else None
 
             def on_record(unit: Unit, record: dict[str, Any]) -> None:
-                answers.write(record)
+                answers.write(record, unit.key)
                 counts[record["status"]] += 1
                 if progress is not None:
                     progress.record(unit, record["status"])
