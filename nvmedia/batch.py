@@ -15,8 +15,11 @@ continues it: answered (``ok``) and ``skipped`` records are kept, failed ones
 (and groups sent without an input that failed) are asked again, and the
 finished file is put back in input order. Each answer record carries what
 shaped it (``asked``: the prompt's SHA-256, the model and the sampling
-parameters); ``--resume`` refuses a file whose answers were asked differently,
-naming each difference, rather than keep answers to another question.
+parameters, ``--group``); ``--resume`` refuses a file whose answers were asked
+differently, or that holds records of inputs not in this run, naming each
+difference, rather than keep answers to another question. A request is known
+across runs by its inputs' SHA-256 as given (``sources_sha256``: a URL's query
+string included, yet not shown) and by which time the batch names them.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class Unit:
         source_sha256: the SHA-256 of each input as given (a URL with its query string): records
             name URLs without their query string, and these tell apart URLs that differ only there.
         occurrence: how many earlier requests of the batch have the same inputs (a file named twice).
+        grouping: which inputs share a request in this batch (``--group``).
     """
 
     index: int
@@ -71,6 +75,7 @@ class Unit:
     skip_reason: str | None = None
     source_sha256: tuple[str, ...] = ()
     occurrence: int = 0
+    grouping: Group = "file"
 
     @property
     def key(self) -> UnitKey:
@@ -150,7 +155,7 @@ def plan_units(
             unit = Unit(index, tuple(names), tuple(inputs), text, source_sha256=tuple(hashes))
         occurrence = seen.get(unit.source_sha256, 0)
         seen[unit.source_sha256] = occurrence + 1
-        units.append(dataclasses.replace(unit, occurrence=occurrence))
+        units.append(dataclasses.replace(unit, occurrence=occurrence, grouping=group))
     return units
 
 
@@ -208,10 +213,11 @@ _SHAPING_PARAMS: Final = ("model", "max_tokens", "reasoning_budget", "seed", "te
 """The ``ChatParams`` fields that shape an answer, as recorded in ``asked`` (and named by their flags)."""
 
 
-def asked(prompt: str, params: ChatParams) -> dict[str, Any]:
-    """What shapes the answer to ``prompt``: its SHA-256 (not the text), the model and the sampling parameters."""
+def asked(prompt: str, params: ChatParams, group: Group = "file") -> dict[str, Any]:
+    """What shapes the answer to ``prompt``: its SHA-256 (not the text), the model, the sampling parameters
+    and ``--group`` (which inputs share a request)."""
     shaping = {name: getattr(params, name) for name in _SHAPING_PARAMS}
-    return {"prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(), **shaping}
+    return {"prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(), **shaping, "group": group}
 
 
 def _flag(name: str) -> str:
@@ -230,7 +236,15 @@ def asked_differently(earlier: Mapping[str, Any] | None, now: Mapping[str, Any])
     for name in _SHAPING_PARAMS:
         if earlier.get(name) != now[name]:
             differences.append(f"{_flag(name)} ({_shown_value(earlier.get(name))}, now {_shown_value(now[name])})")
+    differences += _other_group(earlier, now["group"])
     return differences
+
+
+def _other_group(earlier: Mapping[str, Any], group: str) -> list[str]:
+    """``--group`` as a difference when the earlier answer was asked with another one (older records do not say)."""
+    if "group" not in earlier or earlier["group"] == group:
+        return []
+    return [f"--group ({_shown_value(earlier['group'])}, now {group})"]
 
 
 def skipped_record(unit: Unit) -> dict[str, Any]:
@@ -310,7 +324,7 @@ def _prepare(unit: Unit, media: MediaOptions) -> Prepared | NVMediaError:
 
 def _answer(unit: Unit, prepared_future: Future[Prepared | NVMediaError], settings: BatchSettings) -> dict[str, Any]:
     prepared = prepared_future.result()
-    asked_as = asked(unit.prompt, settings.params)
+    asked_as = asked(unit.prompt, settings.params, unit.grouping)
     if isinstance(prepared, NVMediaError):
         return answer_record(unit, error=prepared, asked_as=asked_as)
     answer: Answer | None = None
@@ -473,6 +487,8 @@ class AnswerFile:
         stream: the text stream used when ``target`` is None.
         asked_now: with ``resume``, how each unit (by key) is asked in this run; an answer
             kept for a unit asked differently stops the run before the file is touched.
+        units: with ``resume``, this run's units: a kept record of other inputs (or of another
+            ``--group``) stops the run before the file is touched.
 
     Attributes:
         done: the keys of the records kept from an earlier run.
@@ -485,6 +501,7 @@ class AnswerFile:
         resume: bool = False,
         stream: IO[str] | None = None,
         asked_now: Mapping[UnitKey, Mapping[str, Any]] | None = None,
+        units: Sequence[Unit] | None = None,
     ) -> None:
         self.target = target
         self.done: set[UnitKey] = set()
@@ -506,8 +523,11 @@ class AnswerFile:
                     self.done.add(key)
                     self._kept.append(record)
                     self._kept_keys.append(key)
+            group = units[0].grouping if units else None
             if asked_now is not None:
-                _refuse_answers_asked_differently(target, self._kept, self._kept_keys, asked_now)
+                _refuse_answers_asked_differently(target, self._kept, self._kept_keys, asked_now, group)
+            if units is not None:
+                _refuse_records_of_other_inputs(target, self._kept, self._kept_keys, units)
         try:
             # Failed and torn lines of the earlier run go now; their inputs are asked again.
             self._replace([_line(r) for r in self._kept])
@@ -553,8 +573,9 @@ def _refuse_answers_asked_differently(
     kept: Sequence[Mapping[str, Any]],
     kept_keys: Sequence[UnitKey],
     asked_now: Mapping[UnitKey, Mapping[str, Any]],
+    group: str | None,
 ) -> None:
-    """Stop a resumed run whose kept answers were asked with another prompt, model or parameters.
+    """Stop a resumed run whose kept answers were asked with another prompt, model, parameters or ``--group``.
 
     Raises:
         ConfigError: naming how many answers differ and each difference.
@@ -562,11 +583,16 @@ def _refuse_answers_asked_differently(
     differences: dict[str, None] = {}  # ordered, without repeats
     count = 0
     for record, key in zip(kept, kept_keys, strict=True):
-        now = asked_now.get(key)
-        if record.get("status") != "ok" or now is None:
-            continue  # skipped inputs do not depend on the question; others' records are not this run's
+        if record.get("status") != "ok":
+            continue  # skipped inputs do not depend on the question
         earlier = record.get("asked")
-        found = asked_differently(earlier if isinstance(earlier, dict) else None, now)
+        now = asked_now.get(key)
+        if now is not None:
+            found = asked_differently(earlier if isinstance(earlier, dict) else None, now)
+        elif isinstance(earlier, dict) and group is not None:
+            found = _other_group(earlier, group)  # a request of other inputs: another --group would say why
+        else:
+            continue
         count += bool(found)
         differences.update(dict.fromkeys(found))
     if count:
@@ -575,3 +601,27 @@ def _refuse_answers_asked_differently(
             f"asked with another {', '.join(differences)}",
             hint="resume with the same prompt and options, or drop --resume (or pick another -o) to ask again",
         )
+
+
+def _refuse_records_of_other_inputs(
+    target: Path, kept: Sequence[Mapping[str, Any]], kept_keys: Sequence[UnitKey], units: Sequence[Unit]
+) -> None:
+    """Stop a resumed run whose file holds answers (or skips) of inputs this run does not have.
+
+    Keeping them would leave answers nobody asked for this time, out of input order, and
+    with ``--group`` changed an input answered twice; dropping them would lose answers.
+
+    Raises:
+        ConfigError: naming how many such records there are and the first few inputs.
+    """
+    planned = {unit.key for unit in units}
+    other = [record for record, key in zip(kept, kept_keys, strict=True) if key not in planned]
+    if not other:
+        return
+    shown_names = [", ".join(str(s) for s in record["sources"]) for record in other[:3]]
+    more = f" and {len(other) - 3} more" if len(other) > 3 else ""
+    raise ConfigError(
+        f"--resume: {target} holds {len(other)} record{'s' if len(other) != 1 else ''} of inputs not in this run "
+        f"({', '.join(shown_names)}{more})",
+        hint="resume with the same inputs, or drop --resume (or pick another -o) to start a new file",
+    )

@@ -532,12 +532,15 @@ def _batch(args: argparse.Namespace) -> int:
         units = plan_units(paths, prompt=prompt, prompts=prompts, group=args.group)
         params = _params(args)
         with _endpoint(args) as (client, media):
-            asked_now = {unit.key: asked(unit.prompt, params) for unit in units if unit.skip_reason is None}
+            asked_now = {
+                unit.key: asked(unit.prompt, params, unit.grouping) for unit in units if unit.skip_reason is None
+            }
             answers = AnswerFile(
                 None if args.output == "-" else Path(args.output),
                 resume=args.resume,
                 stream=sys.stdout,
                 asked_now=asked_now,
+                units=units,
             )
             todo = [unit for unit in units if unit.key not in answers.done]
             counts = {"ok": 0, "skipped": 0, "error": 0, "failed_inputs": 0}

@@ -284,6 +284,36 @@ def test_resume_keeps_every_answer_of_a_file_named_twice(
     assert again[:3] == first and [r["sources"] for r in again[3:]] == [["photos/broken.png"]]
 
 
+def test_resume_with_other_inputs_is_refused_and_leaves_the_file_untouched(
+    emu: NVCFEmulator, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "answers.jsonl"
+    assert run(["Describe.", str(photos), "-o", str(out), *endpoint(emu)], capsys)[0] == 0
+    before, chats = out.read_bytes(), emu.chat_count
+    subset = [str(photos / "1.png"), str(photos / "2.jpg")]
+    code, err = run(["Describe.", *subset, "-o", str(out), *endpoint(emu), "--resume"], capsys)
+    assert code == 2 and out.read_bytes() == before and emu.chat_count == chats
+    (line,) = err.splitlines()
+    assert f"--resume: {out} holds 4 records of inputs not in this run ({photos}/.DS_Store, {photos}/3.webp, " in line
+    assert "resume with the same inputs" in line
+
+
+def test_resume_with_another_group_is_refused_and_leaves_the_file_untouched(
+    emu: NVCFEmulator, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trip = photos / "trip"
+    trip.mkdir()
+    shutil.copy(CORPUS / "pillow__flower.jpg", trip / "flower.jpg")
+    shutil.copy(CORPUS / "pillow__hopper.png", trip / "portrait.png")
+    out = tmp_path / "answers.jsonl"
+    assert run(["Describe.", str(photos), "-o", str(out), *endpoint(emu)], capsys)[0] == 0
+    before, chats = out.read_bytes(), emu.chat_count
+    code, err = run(["Describe.", str(photos), "-o", str(out), *endpoint(emu), "--group", "dir", "--resume"], capsys)
+    assert code == 2 and out.read_bytes() == before and emu.chat_count == chats
+    (line,) = err.splitlines()
+    assert f"--resume: 6 answers in {out} were asked with another --group (file, now dir)" in line
+
+
 def test_resume_needs_an_output_file(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run(["Describe.", "x.png", "--resume", "--emulate"], capsys)
     assert code == 2 and "-o FILE" in err
