@@ -509,6 +509,7 @@ class AnswerFile:
         self._kept_keys: list[UnitKey] = []
         self._written_keys: list[UnitKey] = []
         self._lock = threading.Lock()
+        self._out: IO[str] | None = None
         if target is None:
             if stream is None:
                 raise ConfigError("no output for the answers", hint="pass -o FILE")
@@ -528,13 +529,29 @@ class AnswerFile:
                 _refuse_answers_asked_differently(target, self._kept, self._kept_keys, asked_now, group)
             if units is not None:
                 _refuse_records_of_other_inputs(target, self._kept, self._kept_keys, units)
+        # The file is opened with the first record: a run that stops before (a configuration
+        # error, an interruption) leaves the earlier one as it was. Whether it can be is checked now.
+        folder = target.parent
+        reason = None
+        if not folder.is_dir():
+            reason = "no such folder"
+        elif not os.access(folder, os.W_OK | os.X_OK):
+            reason = "permission denied"
+        elif target.is_dir():
+            reason = "it is a folder"
+        if reason is not None:
+            raise ConfigError(f"cannot write {target}: {reason}", hint="check the folder exists and is writable")
+
+    def _open(self) -> IO[str]:
+        """The file, opened for appending once the earlier run's kept records are rewritten."""
+        assert self.target is not None
         try:
             # Failed and torn lines of the earlier run go now; their inputs are asked again.
             self._replace([_line(r) for r in self._kept])
-            self._out = target.open("a", encoding="utf-8")
+            return self.target.open("a", encoding="utf-8")
         except OSError as exc:
             raise ConfigError(
-                f"cannot write {target}: {exc.strerror}", hint="check the folder exists and is writable"
+                f"cannot write {self.target}: {exc.strerror}", hint="check the folder exists and is writable"
             ) from None
 
     def _replace(self, lines: Iterable[str]) -> None:
@@ -547,15 +564,25 @@ class AnswerFile:
     def write(self, record: Mapping[str, Any], key: UnitKey) -> None:
         """Write the record of the unit ``key`` names and flush it (so an interruption loses nothing written)."""
         with self._lock:
+            if self._out is None:
+                self._out = self._open()
             self._out.write(_line(record))
             self._out.flush()
             self._written_keys.append(key)
 
-    def finish(self, order: Sequence[UnitKey]) -> None:
-        """Close the file; after a resumed run, put its records in input order (``order``: the units' keys)."""
+    def finish(self, order: Sequence[UnitKey], *, completed: bool = True) -> None:
+        """Close the file; after a resumed run, put its records in input order (``order``: the units' keys).
+
+        A run that did not complete (``completed`` false) and wrote no record leaves the file untouched.
+        """
         if self.target is None:
             return
-        self._out.close()
+        with self._lock:
+            if self._out is None:
+                if not completed:
+                    return
+                self._out = self._open()  # a run with nothing to ask still leaves its (resumed) file
+            self._out.close()
         if not self._kept:
             return  # a fresh run wrote in input order already
         records = read_records(self.target)

@@ -532,6 +532,12 @@ def _batch(args: argparse.Namespace) -> int:
         units = plan_units(paths, prompt=prompt, prompts=prompts, group=args.group)
         params = _params(args)
         with _endpoint(args) as (client, media):
+            from .chat import CONNECT_TIMEOUT_S
+            from .reach import check_reachable
+
+            # Before any input is prepared: a mistyped --base-url would cost a whole preparation pass.
+            timeout_s = min(args.timeout, CONNECT_TIMEOUT_S)
+            check_reachable(client.base_url, what="the chat endpoint", flag="--base-url", timeout_s=timeout_s)
             asked_now = {
                 unit.key: asked(unit.prompt, params, unit.grouping) for unit in units if unit.skip_reason is None
             }
@@ -585,7 +591,7 @@ def _batch(args: argparse.Namespace) -> int:
                     run_batch(todo, settings, on_record=on_record, on_stopping=on_stopping)
                 interrupted = False
             finally:
-                answers.finish([unit.key for unit in units])
+                answers.finish([unit.key for unit in units], completed=not interrupted)
                 if progress is not None:
                     progress.clear()
                 resumed = len(units) - len(todo)

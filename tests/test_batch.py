@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -312,6 +313,49 @@ def test_resume_with_another_group_is_refused_and_leaves_the_file_untouched(
     assert code == 2 and out.read_bytes() == before and emu.chat_count == chats
     (line,) = err.splitlines()
     assert f"--resume: 6 answers in {out} were asked with another --group (file, now dir)" in line
+
+
+def test_unreachable_chat_endpoint_is_exit_2_before_any_input_is_prepared_and_leaves_the_answers_untouched(
+    emu: NVCFEmulator, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "answers.jsonl"
+    assert run(["Describe.", str(photos), "-o", str(out), *endpoint(emu)], capsys)[0] == 0
+    before, uploads = out.read_bytes(), emu.upload_count
+    with socket.socket() as closed:  # bound but not listening: connecting is refused
+        closed.bind(("127.0.0.1", 0))
+        base_url = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+        args = ["Describe.", str(photos), "-o", str(out), "--mode", "asset", "--max-attempts", "1"]
+        code, err = run([*args, "--base-url", base_url, "--assets-url", emu.assets_url, "--api-key", KEY], capsys)
+    assert code == 2 and out.read_bytes() == before and emu.upload_count == uploads
+    (line,) = err.splitlines()
+    assert line.startswith(f"nvmedia: error: cannot reach the chat endpoint {base_url}: ") and "--base-url" in line
+
+
+def test_a_run_killed_before_its_first_answer_leaves_the_earlier_answers_file_untouched(
+    emu: NVCFEmulator, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "answers.jsonl"
+    assert run(["Describe.", str(photos / "1.png"), "-o", str(out), *endpoint(emu)], capsys)[0] == 0
+    before = out.read_bytes()
+    arrived, release = threading.Event(), threading.Event()
+
+    def hold(ex: Exchange) -> None:
+        arrived.set()
+        release.wait(60)
+
+    with chat_server(hold) as server:
+        args = ["batch", "Describe.", str(photos / "2.jpg"), "-o", str(out), "--base-url", server.base_url]
+        env = {**os.environ, "NVIDIA_API_KEY": KEY}
+        proc = subprocess.Popen([sys.executable, "-m", "nvmedia", *args], stderr=subprocess.DEVNULL, env=env)
+        try:
+            assert arrived.wait(60)  # its only request is out, no record yet
+            proc.kill()
+            proc.wait(60)
+        finally:
+            release.set()
+            if proc.poll() is None:
+                proc.kill()
+    assert out.read_bytes() == before
 
 
 def test_resume_needs_an_output_file(capsys: pytest.CaptureFixture[str]) -> None:
