@@ -20,14 +20,14 @@ from .errors import ConfigError
 DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
-def _host_port(url: str) -> tuple[str, int, bool]:
+def _host_port(url: str, *, use_proxy: bool) -> tuple[str, int, bool]:
     """Where a connection to ``url`` goes (host, port, whether it is the environment's proxy for it).
 
     Raises:
         ValueError: the URL (or the proxy's) has no host or a bad port.
     """
     parts = urlsplit(url)
-    proxies = urllib.request.getproxies_environment()
+    proxies = urllib.request.getproxies_environment() if use_proxy else {}
     proxy = proxies.get(parts.scheme) or proxies.get("all")
     via_proxy = bool(proxy and parts.hostname and not urllib.request.proxy_bypass(parts.hostname))
     if proxy and via_proxy:
@@ -37,21 +37,25 @@ def _host_port(url: str) -> tuple[str, int, bool]:
     return parts.hostname, parts.port or DEFAULT_PORTS.get(parts.scheme, 80), via_proxy
 
 
-def check_reachable(url: str, *, what: str, flag: str, timeout_s: float) -> None:
+def check_reachable(
+    url: str, *, what: str, flag: str, timeout_s: float, use_proxy: bool = True, hint: str | None = None
+) -> None:
     """Refuse ``url`` when no TCP connection to its host and port can be opened within ``timeout_s``.
 
     Args:
-        url: the endpoint (``http(s)://host[:port]/...``).
+        url: the endpoint (``http(s)://host[:port]/...``, or ``ray://host:port``).
         what: what it is, for the message ("the chat endpoint").
         flag: the option that sets it, for the hint.
         timeout_s: seconds allowed to connect.
+        use_proxy: connect to the proxy the environment names for the URL's scheme, as httpx would.
+        hint: the hint instead of "check FLAG and that the server is running".
 
     Raises:
         ConfigError: naming the endpoint (without credentials or query string) and why.
     """
     via_proxy = False
     try:
-        host, port, via_proxy = _host_port(url)
+        host, port, via_proxy = _host_port(url, use_proxy=use_proxy)
         with socket.create_connection((host, port), timeout=timeout_s):
             pass
     except (OSError, ValueError) as exc:
@@ -65,5 +69,5 @@ def check_reachable(url: str, *, what: str, flag: str, timeout_s: float) -> None
             reason = f"the proxy the environment names for it: {reason}"
         raise ConfigError(
             f"cannot reach {what} {redact_url(url)}: {reason}",
-            hint=f"check {flag} and that the server is running",
+            hint=hint or f"check {flag} and that the server is running",
         ) from None

@@ -661,7 +661,7 @@ def test_an_address_where_no_cluster_listens_is_exit_2_not_a_hang(tmp_path: Path
             "--emulate", "-o", str(tmp_path / "out.jsonl")]  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "nvmedia", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
-    assert "no Ray cluster answers at --address 127.0.0.1:1" in done.stderr
+    assert "cannot reach a Ray cluster at --address ray://127.0.0.1:1: connection refused" in done.stderr
     if command == "prepare":
         assert not (tmp_path / "out.jsonl").exists()
 
