@@ -15,12 +15,16 @@ continues it: answered (``ok``) and ``skipped`` records are kept, failed ones
 (and groups sent without an input that failed) are asked again, and the
 finished file is put back in input order. Each answer record carries what
 shaped it (``asked``: the prompt's SHA-256, the model and the sampling
-parameters); ``--resume`` refuses a file whose answers were asked differently,
-naming each difference, rather than keep answers to another question.
+parameters, ``--group``); ``--resume`` refuses a file whose answers were asked
+differently, or that holds records of inputs not in this run, naming each
+difference, rather than keep answers to another question. A request is known
+across runs by its inputs' SHA-256 as given (``sources_sha256``: a URL's query
+string included, yet not shown) and by which time the batch names them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -42,6 +46,8 @@ if TYPE_CHECKING:
     from .prepared import Prepared
 
 RECORD_TYPE: Final = "answer"
+UnitKey = tuple[tuple[str, ...], int]
+"""What identifies a request across runs: its inputs' SHA-256s and which time this run names them (0: the first)."""
 _WAKE_S: Final = 0.25
 DONE_STATUSES: Final = frozenset({"ok", "skipped"})
 """Record statuses ``--resume`` keeps (unless inputs of the request ``failed``); the rest are asked again."""
@@ -57,6 +63,10 @@ class Unit:
         inputs: what is prepared (paths or URLs).
         prompt: the text sent with the media.
         skip_reason: set when nothing is sent (a hidden file, not media...).
+        source_sha256: the SHA-256 of each input as given (a URL with its query string): records
+            name URLs without their query string, and these tell apart URLs that differ only there.
+        occurrence: how many earlier requests of the batch have the same inputs (a file named twice).
+        grouping: which inputs share a request in this batch (``--group``).
     """
 
     index: int
@@ -64,11 +74,19 @@ class Unit:
     inputs: tuple[str, ...]
     prompt: str
     skip_reason: str | None = None
+    source_sha256: tuple[str, ...] = ()
+    occurrence: int = 0
+    grouping: Group = "file"
 
     @property
-    def key(self) -> tuple[str, ...]:
+    def key(self) -> UnitKey:
         """What identifies it across runs (``--resume``)."""
-        return self.sources
+        return self.source_sha256, self.occurrence
+
+
+def source_sha256(given: str) -> str:
+    """The SHA-256 of an input as given (its whole URL, query string included): it names it without showing it."""
+    return hashlib.sha256(given.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _not_media_reason(path: Path) -> str | None:
@@ -103,14 +121,15 @@ def plan_units(
             "per-input prompts (a JSONL --prompt-file) send one request per input",
             hint="drop --group, or use a text --prompt-file",
         )
-    grouped: dict[str, tuple[list[str], list[str], str]] = {}  # group -> names, inputs, prompt
-    order: list[str | tuple[str, str]] = []  # a group, or a skipped source's (name, reason)
+    grouped: dict[str, tuple[list[str], list[str], str, list[str]]] = {}  # group -> names, inputs, prompt, SHA-256s
+    order: list[str | tuple[str, str, str]] = []  # a group, or a skipped source's (name, reason, SHA-256)
     for source in expand(paths, group):
         reason = source.skip_reason
         if reason is None and not source.explicit and source.path is not None:
             reason = _not_media_reason(source.path)
+        given_sha256 = source_sha256(source.url or source.name)
         if reason is not None:
-            order.append((source.name, reason))
+            order.append((source.name, reason, given_sha256))
             continue
         if prompts is not None and not source.explicit:
             raise ConfigError(
@@ -120,18 +139,24 @@ def plan_units(
         text = prompts[source.url or source.name] if prompts is not None else prompt
         assert text is not None
         if source.group not in grouped:
-            grouped[source.group] = ([], [], text)
+            grouped[source.group] = ([], [], text, [])
             order.append(source.group)
-        names, inputs, _ = grouped[source.group]
+        names, inputs, _, hashes = grouped[source.group]
         names.append(source.name)
         inputs.append(source.url or (str(source.path) if source.path is not None else source.name))
+        hashes.append(given_sha256)
     units: list[Unit] = []
+    seen: dict[tuple[str, ...], int] = {}
     for index, entry in enumerate(order):
         if isinstance(entry, tuple):
-            units.append(Unit(index, (entry[0],), (), "", skip_reason=entry[1]))
+            name, reason, given_sha256 = entry
+            unit = Unit(index, (name,), (), "", skip_reason=reason, source_sha256=(given_sha256,))
         else:
-            names, inputs, text = grouped[entry]
-            units.append(Unit(index, tuple(names), tuple(inputs), text))
+            names, inputs, text, hashes = grouped[entry]
+            unit = Unit(index, tuple(names), tuple(inputs), text, source_sha256=tuple(hashes))
+        occurrence = seen.get(unit.source_sha256, 0)
+        seen[unit.source_sha256] = occurrence + 1
+        units.append(dataclasses.replace(unit, occurrence=occurrence, grouping=group))
     return units
 
 
@@ -189,10 +214,11 @@ _SHAPING_PARAMS: Final = ("model", "max_tokens", "reasoning_budget", "seed", "te
 """The ``ChatParams`` fields that shape an answer, as recorded in ``asked`` (and named by their flags)."""
 
 
-def asked(prompt: str, params: ChatParams) -> dict[str, Any]:
-    """What shapes the answer to ``prompt``: its SHA-256 (not the text), the model and the sampling parameters."""
+def asked(prompt: str, params: ChatParams, group: Group = "file") -> dict[str, Any]:
+    """What shapes the answer to ``prompt``: its SHA-256 (not the text), the model, the sampling parameters
+    and ``--group`` (which inputs share a request)."""
     shaping = {name: getattr(params, name) for name in _SHAPING_PARAMS}
-    return {"prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(), **shaping}
+    return {"prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(), **shaping, "group": group}
 
 
 def _flag(name: str) -> str:
@@ -211,11 +237,25 @@ def asked_differently(earlier: Mapping[str, Any] | None, now: Mapping[str, Any])
     for name in _SHAPING_PARAMS:
         if earlier.get(name) != now[name]:
             differences.append(f"{_flag(name)} ({_shown_value(earlier.get(name))}, now {_shown_value(now[name])})")
+    differences += _other_group(earlier, now["group"])
     return differences
 
 
+def _other_group(earlier: Mapping[str, Any], group: str) -> list[str]:
+    """``--group`` as a difference when the earlier answer was asked with another one (older records do not say)."""
+    if "group" not in earlier or earlier["group"] == group:
+        return []
+    return [f"--group ({_shown_value(earlier['group'])}, now {group})"]
+
+
 def skipped_record(unit: Unit) -> dict[str, Any]:
-    return {"type": RECORD_TYPE, "sources": list(unit.sources), "status": "skipped", "reason": unit.skip_reason}
+    return {
+        "type": RECORD_TYPE,
+        "sources": list(unit.sources),
+        "sources_sha256": list(unit.source_sha256),
+        "status": "skipped",
+        "reason": unit.skip_reason,
+    }
 
 
 def answer_record(
@@ -232,6 +272,7 @@ def answer_record(
     record: dict[str, Any] = {
         "type": RECORD_TYPE,
         "sources": list(unit.sources),
+        "sources_sha256": list(unit.source_sha256),
         "status": "ok" if error is None else "error",
         "answer": answer.text if answer is not None else None,
         "reasoning": answer.reasoning if answer is not None else None,
@@ -284,7 +325,7 @@ def _prepare(unit: Unit, media: MediaOptions, client: Client) -> Prepared | NVMe
 
 def _answer(unit: Unit, prepared_future: Future[Prepared | NVMediaError], settings: BatchSettings) -> dict[str, Any]:
     prepared = prepared_future.result()
-    asked_as = asked(unit.prompt, settings.params)
+    asked_as = asked(unit.prompt, settings.params, unit.grouping)
     if isinstance(prepared, NVMediaError):
         return answer_record(unit, error=prepared, asked_as=asked_as)
     answer: Answer | None = None
@@ -422,8 +463,18 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _key(record: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(str(s) for s in record["sources"])
+def _keys(records: Iterable[Mapping[str, Any]]) -> list[UnitKey]:
+    """The unit key of each record of a file, in file order (which is input order)."""
+    keys: list[UnitKey] = []
+    seen: dict[tuple[str, ...], int] = {}
+    for record in records:
+        hashes = record.get("sources_sha256")
+        if not isinstance(hashes, list):  # an older file: its names are the inputs as given (URLs would not match)
+            hashes = [source_sha256(str(s)) for s in record["sources"]]
+        given = tuple(str(h) for h in hashes)
+        keys.append((given, seen.get(given, 0)))
+        seen[given] = keys[-1][1] + 1
+    return keys
 
 
 def _line(record: Mapping[str, Any]) -> str:
@@ -439,6 +490,8 @@ class AnswerFile:
         stream: the text stream used when ``target`` is None.
         asked_now: with ``resume``, how each unit (by key) is asked in this run; an answer
             kept for a unit asked differently stops the run before the file is touched.
+        units: with ``resume``, this run's units: a kept record of other inputs (or of another
+            ``--group``) stops the run before the file is touched.
 
     Attributes:
         done: the keys of the records kept from an earlier run.
@@ -450,33 +503,58 @@ class AnswerFile:
         *,
         resume: bool = False,
         stream: IO[str] | None = None,
-        asked_now: Mapping[tuple[str, ...], Mapping[str, Any]] | None = None,
+        asked_now: Mapping[UnitKey, Mapping[str, Any]] | None = None,
+        units: Sequence[Unit] | None = None,
     ) -> None:
         self.target = target
-        self.done: set[tuple[str, ...]] = set()
+        self.done: set[UnitKey] = set()
         self._kept: list[dict[str, Any]] = []
+        self._kept_keys: list[UnitKey] = []
+        self._written_keys: list[UnitKey] = []
         self._lock = threading.Lock()
+        self._out: IO[str] | None = None
         if target is None:
             if stream is None:
                 raise ConfigError("no output for the answers", hint="pass -o FILE")
             self._out = stream
             return
         if resume:
-            for record in read_records(target):
+            earlier = read_records(target)
+            for record, key in zip(earlier, _keys(earlier), strict=True):
                 # A group sent without some of its inputs is not answered yet: ask it again whole.
                 done = record.get("status") in DONE_STATUSES and not record.get("failed")
-                if done and _key(record) not in self.done:
-                    self.done.add(_key(record))
+                if done and key not in self.done:
+                    self.done.add(key)
                     self._kept.append(record)
+                    self._kept_keys.append(key)
+            group = units[0].grouping if units else None
             if asked_now is not None:
-                _refuse_answers_asked_differently(target, self._kept, asked_now)
+                _refuse_answers_asked_differently(target, self._kept, self._kept_keys, asked_now, group)
+            if units is not None:
+                _refuse_records_of_other_inputs(target, self._kept, self._kept_keys, units)
+        # The file is opened with the first record: a run that stops before (a configuration
+        # error, an interruption) leaves the earlier one as it was. Whether it can be is checked now.
+        folder = target.parent
+        reason = None
+        if not folder.is_dir():
+            reason = "no such folder"
+        elif not os.access(folder, os.W_OK | os.X_OK):
+            reason = "permission denied"
+        elif target.is_dir():
+            reason = "it is a folder"
+        if reason is not None:
+            raise ConfigError(f"cannot write {target}: {reason}", hint="check the folder exists and is writable")
+
+    def _open(self) -> IO[str]:
+        """The file, opened for appending once the earlier run's kept records are rewritten."""
+        assert self.target is not None
         try:
             # Failed and torn lines of the earlier run go now; their inputs are asked again.
             self._replace([_line(r) for r in self._kept])
-            self._out = target.open("a", encoding="utf-8")
+            return self.target.open("a", encoding="utf-8")
         except OSError as exc:
             raise ConfigError(
-                f"cannot write {target}: {exc.strerror}", hint="check the folder exists and is writable"
+                f"cannot write {self.target}: {exc.strerror}", hint="check the folder exists and is writable"
             ) from None
 
     def _replace(self, lines: Iterable[str]) -> None:
@@ -486,44 +564,65 @@ class AnswerFile:
             fh.writelines(lines)
         os.replace(partial, self.target)
 
-    def write(self, record: Mapping[str, Any]) -> None:
-        """Write one record and flush it (so an interruption loses nothing written)."""
+    def write(self, record: Mapping[str, Any], key: UnitKey) -> None:
+        """Write the record of the unit ``key`` names and flush it (so an interruption loses nothing written)."""
         with self._lock:
+            if self._out is None:
+                self._out = self._open()
             self._out.write(_line(record))
             self._out.flush()
+            self._written_keys.append(key)
 
-    def finish(self, order: Sequence[tuple[str, ...]]) -> None:
-        """Close the file; after a resumed run, put its records in input order (``order``: the units' keys)."""
+    def finish(self, order: Sequence[UnitKey], *, completed: bool = True) -> None:
+        """Close the file; after a resumed run, put its records in input order (``order``: the units' keys).
+
+        A run that did not complete (``completed`` false) and wrote no record leaves the file untouched.
+        """
         if self.target is None:
             return
-        self._out.close()
+        with self._lock:
+            if self._out is None:
+                if not completed:
+                    return
+                self._out = self._open()  # a run with nothing to ask still leaves its (resumed) file
+            self._out.close()
         if not self._kept:
             return  # a fresh run wrote in input order already
-        rank = {key: i for i, key in enumerate(order)}
         records = read_records(self.target)
-        latest: dict[tuple[str, ...], dict[str, Any]] = {}
-        for record in records:
-            latest[_key(record)] = record
-        ordered = sorted(latest.values(), key=lambda r: rank.get(_key(r), len(rank)))
-        self._replace(_line(r) for r in ordered)
+        keys = self._kept_keys + self._written_keys
+        if len(records) != len(keys):
+            return  # a write failed half-way: leave the lines as they are (--resume reads them back)
+        rank = {key: i for i, key in enumerate(order)}
+        latest = dict(zip(keys, records, strict=True))
+        ordered = sorted(latest.items(), key=lambda entry: rank.get(entry[0], len(rank)))
+        self._replace(_line(record) for _, record in ordered)
 
 
 def _refuse_answers_asked_differently(
-    target: Path, kept: Sequence[Mapping[str, Any]], asked_now: Mapping[tuple[str, ...], Mapping[str, Any]]
+    target: Path,
+    kept: Sequence[Mapping[str, Any]],
+    kept_keys: Sequence[UnitKey],
+    asked_now: Mapping[UnitKey, Mapping[str, Any]],
+    group: str | None,
 ) -> None:
-    """Stop a resumed run whose kept answers were asked with another prompt, model or parameters.
+    """Stop a resumed run whose kept answers were asked with another prompt, model, parameters or ``--group``.
 
     Raises:
         ConfigError: naming how many answers differ and each difference.
     """
     differences: dict[str, None] = {}  # ordered, without repeats
     count = 0
-    for record in kept:
-        now = asked_now.get(_key(record))
-        if record.get("status") != "ok" or now is None:
-            continue  # skipped inputs do not depend on the question; others' records are not this run's
+    for record, key in zip(kept, kept_keys, strict=True):
+        if record.get("status") != "ok":
+            continue  # skipped inputs do not depend on the question
         earlier = record.get("asked")
-        found = asked_differently(earlier if isinstance(earlier, dict) else None, now)
+        now = asked_now.get(key)
+        if now is not None:
+            found = asked_differently(earlier if isinstance(earlier, dict) else None, now)
+        elif isinstance(earlier, dict) and group is not None:
+            found = _other_group(earlier, group)  # a request of other inputs: another --group would say why
+        else:
+            continue
         count += bool(found)
         differences.update(dict.fromkeys(found))
     if count:
@@ -532,3 +631,27 @@ def _refuse_answers_asked_differently(
             f"asked with another {', '.join(differences)}",
             hint="resume with the same prompt and options, or drop --resume (or pick another -o) to ask again",
         )
+
+
+def _refuse_records_of_other_inputs(
+    target: Path, kept: Sequence[Mapping[str, Any]], kept_keys: Sequence[UnitKey], units: Sequence[Unit]
+) -> None:
+    """Stop a resumed run whose file holds answers (or skips) of inputs this run does not have.
+
+    Keeping them would leave answers nobody asked for this time, out of input order, and
+    with ``--group`` changed an input answered twice; dropping them would lose answers.
+
+    Raises:
+        ConfigError: naming how many such records there are and the first few inputs.
+    """
+    planned = {unit.key for unit in units}
+    other = [record for record, key in zip(kept, kept_keys, strict=True) if key not in planned]
+    if not other:
+        return
+    shown_names = [", ".join(str(s) for s in record["sources"]) for record in other[:3]]
+    more = f" and {len(other) - 3} more" if len(other) > 3 else ""
+    raise ConfigError(
+        f"--resume: {target} holds {len(other)} record{'s' if len(other) != 1 else ''} of inputs not in this run "
+        f"({', '.join(shown_names)}{more})",
+        hint="resume with the same inputs, or drop --resume (or pick another -o) to start a new file",
+    )

@@ -533,19 +533,28 @@ def _batch(args: argparse.Namespace) -> int:
         units = plan_units(paths, prompt=prompt, prompts=prompts, group=args.group)
         params = _params(args)
         with _endpoint(args) as (client, media):
-            asked_now = {unit.key: asked(unit.prompt, params) for unit in units if unit.skip_reason is None}
+            from .chat import CONNECT_TIMEOUT_S
+            from .reach import check_reachable
+
+            # Before any input is prepared: a mistyped --base-url would cost a whole preparation pass.
+            timeout_s = min(args.timeout, CONNECT_TIMEOUT_S)
+            check_reachable(client.base_url, what="the chat endpoint", flag="--base-url", timeout_s=timeout_s)
+            asked_now = {
+                unit.key: asked(unit.prompt, params, unit.grouping) for unit in units if unit.skip_reason is None
+            }
             answers = AnswerFile(
                 None if args.output == "-" else Path(args.output),
                 resume=args.resume,
                 stream=sys.stdout,
                 asked_now=asked_now,
+                units=units,
             )
             todo = [unit for unit in units if unit.key not in answers.done]
             counts = {"ok": 0, "skipped": 0, "error": 0, "failed_inputs": 0}
             progress = _BatchProgress(sys.stderr, len(todo)) if sys.stderr.isatty() else None
 
             def on_record(unit: Unit, record: dict[str, Any]) -> None:
-                answers.write(record)
+                answers.write(record, unit.key)
                 counts[record["status"]] += 1
                 if progress is not None:
                     progress.record(unit, record["status"])
@@ -583,7 +592,7 @@ def _batch(args: argparse.Namespace) -> int:
                     run_batch(todo, settings, on_record=on_record, on_stopping=on_stopping)
                 interrupted = False
             finally:
-                answers.finish([unit.key for unit in units])
+                answers.finish([unit.key for unit in units], completed=not interrupted)
                 if progress is not None:
                     progress.clear()
                 resumed = len(units) - len(todo)

@@ -7,14 +7,18 @@ make answers arrive out of order.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +223,139 @@ def test_resume_asks_only_for_what_is_not_answered_and_keeps_input_order(
     assert [r["status"] for r in recs] == ["skipped", "ok", "ok", "ok", "ok", "skipped"]
     assert "1 request: 1 answered, 0 skipped, 0 errors; 5 already answered (--resume)" in err
     assert run([*args, "--resume"], capsys)[0] == 0 and emu.chat_count == before + 1  # nothing left to ask
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Iterator[str]:
+    """A loopback web server of one image, ``/q.png``, whatever the query string."""
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(CORPUS / "pillow__hopper.png", site / "q.png")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_resume_keeps_every_answer_of_urls_differing_only_in_their_query_string(
+    emu: NVCFEmulator, origin: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    urls = [f"{origin}/q.png?sig=s3cr3t-{n}" for n in (1, 2, 3)] + [f"{origin}/gone.png?sig=s3cr3t-4"]
+    out = tmp_path / "answers.jsonl"
+    args = ["Describe.", *urls, "-o", str(out), "--fetch-urls", "--url-allow", "127.0.0.1", *endpoint(emu)]
+    assert run(args, capsys)[0] == 1
+    first = records(out)
+    assert [r["status"] for r in first] == ["ok", "ok", "ok", "error"]
+    assert [r["sources"] for r in first] == [[f"{origin}/q.png?REDACTED"]] * 3 + [[f"{origin}/gone.png?REDACTED"]]
+    assert [r["sources_sha256"] for r in first] == [[_sha256(url)] for url in urls]  # which input, without its secret
+    assert "s3cr3t" not in out.read_text(encoding="utf-8")
+    code, err = run([*args, "--resume"], capsys)
+    assert code == 1 and "1 request: 0 answered, 0 skipped, 1 error; 3 already answered (--resume)" in err
+    again = records(out)
+    assert again[:3] == first[:3] and again[3]["sources_sha256"] == [_sha256(urls[3])]
+    assert len(again) == 4
+
+
+def test_resume_keeps_every_answer_of_a_file_named_twice(
+    emu: NVCFEmulator, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(BROKEN, photos / "broken.png")
+    named = ["photos/1.png", "photos/1.png", "./photos/1.png"]
+    out = tmp_path / "answers.jsonl"
+    assert run(["Describe.", *named, "-o", str(out), *endpoint(emu)], capsys)[0] == 0
+    first = records(out)
+    assert [r["sources"] for r in first] == [[name] for name in named]
+    code, err = run(["Describe.", *named, "photos/broken.png", "-o", str(out), *endpoint(emu), "--resume"], capsys)
+    assert code == 1 and "1 request: 0 answered, 0 skipped, 1 error; 3 already answered (--resume)" in err
+    again = records(out)
+    assert again[:3] == first and [r["sources"] for r in again[3:]] == [["photos/broken.png"]]
+
+
+def test_resume_with_other_inputs_is_refused_and_leaves_the_file_untouched(
+    emu: NVCFEmulator, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "answers.jsonl"
+    assert run(["Describe.", str(photos), "-o", str(out), *endpoint(emu)], capsys)[0] == 0
+    before, chats = out.read_bytes(), emu.chat_count
+    subset = [str(photos / "1.png"), str(photos / "2.jpg")]
+    code, err = run(["Describe.", *subset, "-o", str(out), *endpoint(emu), "--resume"], capsys)
+    assert code == 2 and out.read_bytes() == before and emu.chat_count == chats
+    (line,) = err.splitlines()
+    assert f"--resume: {out} holds 4 records of inputs not in this run ({photos}/.DS_Store, {photos}/3.webp, " in line
+    assert "resume with the same inputs" in line
+
+
+def test_resume_with_another_group_is_refused_and_leaves_the_file_untouched(
+    emu: NVCFEmulator, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trip = photos / "trip"
+    trip.mkdir()
+    shutil.copy(CORPUS / "pillow__flower.jpg", trip / "flower.jpg")
+    shutil.copy(CORPUS / "pillow__hopper.png", trip / "portrait.png")
+    out = tmp_path / "answers.jsonl"
+    assert run(["Describe.", str(photos), "-o", str(out), *endpoint(emu)], capsys)[0] == 0
+    before, chats = out.read_bytes(), emu.chat_count
+    code, err = run(["Describe.", str(photos), "-o", str(out), *endpoint(emu), "--group", "dir", "--resume"], capsys)
+    assert code == 2 and out.read_bytes() == before and emu.chat_count == chats
+    (line,) = err.splitlines()
+    assert f"--resume: 6 answers in {out} were asked with another --group (file, now dir)" in line
+
+
+def test_unreachable_chat_endpoint_is_exit_2_before_any_input_is_prepared_and_leaves_the_answers_untouched(
+    emu: NVCFEmulator, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "answers.jsonl"
+    assert run(["Describe.", str(photos), "-o", str(out), *endpoint(emu)], capsys)[0] == 0
+    before, uploads = out.read_bytes(), emu.upload_count
+    with socket.socket() as closed:  # bound but not listening: connecting is refused
+        closed.bind(("127.0.0.1", 0))
+        base_url = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+        args = ["Describe.", str(photos), "-o", str(out), "--mode", "asset", "--max-attempts", "1"]
+        code, err = run([*args, "--base-url", base_url, "--assets-url", emu.assets_url, "--api-key", KEY], capsys)
+    assert code == 2 and out.read_bytes() == before and emu.upload_count == uploads
+    (line,) = err.splitlines()
+    assert line.startswith(f"nvmedia: error: cannot reach the chat endpoint {base_url}: ") and "--base-url" in line
+
+
+def test_a_run_killed_before_its_first_answer_leaves_the_earlier_answers_file_untouched(
+    emu: NVCFEmulator, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "answers.jsonl"
+    assert run(["Describe.", str(photos / "1.png"), "-o", str(out), *endpoint(emu)], capsys)[0] == 0
+    before = out.read_bytes()
+    arrived, release = threading.Event(), threading.Event()
+
+    def hold(ex: Exchange) -> None:
+        arrived.set()
+        release.wait(60)
+
+    with chat_server(hold) as server:
+        args = ["batch", "Describe.", str(photos / "2.jpg"), "-o", str(out), "--base-url", server.base_url]
+        env = {**os.environ, "NVIDIA_API_KEY": KEY}
+        proc = subprocess.Popen([sys.executable, "-m", "nvmedia", *args], stderr=subprocess.DEVNULL, env=env)
+        try:
+            assert arrived.wait(60)  # its only request is out, no record yet
+            proc.kill()
+            proc.wait(60)
+        finally:
+            release.set()
+            if proc.poll() is None:
+                proc.kill()
+    assert out.read_bytes() == before
 
 
 def test_resume_needs_an_output_file(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import ray.data
+from chat_server import Exchange, chat_server
 from rerun_support import age
 from support import CORPUS, sha256_file
 
@@ -590,6 +592,42 @@ def test_batch_on_ray_gives_the_local_engines_answers_and_leaves_no_asset(
     assert emu.chat_count == 8 and emu.assets(KEY) == []  # each request deleted what it uploaded
 
 
+def test_sigterm_to_batch_on_ray_prints_the_summary_stops_ray_and_exits_143(
+    small_folder: Path, tmp_path: Path, emu: NVCFEmulator
+) -> None:
+    arrived, release = threading.Event(), threading.Event()
+
+    def hold(ex: Exchange) -> None:
+        arrived.set()
+        release.wait(HANG_GUARD_S)
+        ex.answer("late")
+
+    out = tmp_path / "answers.jsonl"
+    with chat_server(hold) as server:
+        args = ["batch", "What is this?", str(small_folder), "--engine", "ray", "-j", "1", "--mode", "asset",
+                "--base-url", server.base_url, "--assets-url", emu.assets_url, "-o", str(out)]  # fmt: skip
+        env = {**os.environ, "NVIDIA_API_KEY": KEY}
+        proc = subprocess.Popen([sys.executable, "-m", "nvmedia", *args], stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            assert arrived.wait(HANG_GUARD_S), "a Ray task should have sent its first request"
+            ray_pids = _descendants(proc.pid) - {proc.pid}
+            assert ray_pids, "the local Ray cluster should be running"
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=HANG_GUARD_S)
+        finally:
+            release.set()
+            if proc.poll() is None:  # a failed check: leave no cluster behind
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=HANG_GUARD_S)
+    assert proc.returncode == 143, err
+    lines = err.splitlines()
+    assert lines[-1] == "nvmedia: interrupted by SIGTERM", err
+    assert lines[-2].startswith("0 requests: 0 answered, 0 skipped, 0 errors; ") and lines[-2].endswith(
+        f"-> {out} (interrupted)"
+    ), err
+    assert not [pid for pid in ray_pids if _alive(pid)]  # its tasks stopped with it: no upload goes on
+
+
 def test_batch_address_without_the_ray_engine_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["batch", "Hi", "x.png", "--address", "auto", "--api-key", KEY]) == 2
     assert "--address goes with --engine ray" in capsys.readouterr().err
@@ -623,7 +661,7 @@ def test_an_address_where_no_cluster_listens_is_exit_2_not_a_hang(tmp_path: Path
             "--emulate", "-o", str(tmp_path / "out.jsonl")]  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "nvmedia", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
-    assert "no Ray cluster answers at --address 127.0.0.1:1" in done.stderr
+    assert "cannot reach a Ray cluster at --address ray://127.0.0.1:1: connection refused" in done.stderr
     if command == "prepare":
         assert not (tmp_path / "out.jsonl").exists()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from types import ModuleType
 from typing import Final
 
 from ..errors import ConfigError
+from ..reach import check_reachable
 
 LOOPBACK: Final = "127.0.0.1"
 INSTALL_HINT: Final = 'pip install "nvmedia[ray]"'
@@ -52,7 +52,7 @@ CONNECT_CHECK_S: Final = 5.0
 """Seconds allowed to open a TCP connection to ``--address`` before Ray is asked to join it."""
 
 
-def check_reachable(address: str) -> None:
+def check_cluster_reachable(address: str) -> None:
     """Refuse, in seconds, a ``host:port`` or ``ray://host:port`` where nothing listens.
 
     Ray itself retries a missing head node for minutes, printing only its own warnings.
@@ -63,20 +63,15 @@ def check_reachable(address: str) -> None:
     """
     if address == "auto":
         return
-    hostport = address.removeprefix("ray://").split("/", 1)[0]
-    host, _, port_text = hostport.rpartition(":")
-    host = host.strip("[]")
-    try:
-        port = int(port_text)
-        with socket.create_connection((host, port), timeout=CONNECT_CHECK_S):
-            pass
-    except (OSError, ValueError) as exc:
-        reason = "not a port number" if isinstance(exc, ValueError) else (exc.strerror or type(exc).__name__)
-        raise ConfigError(
-            f"no Ray cluster answers at --address {address} ({reason})",
-            hint="start the cluster (ray start --head) or check the host and port; "
-            "auto joins the cluster this machine belongs to",
-        ) from None
+    check_reachable(
+        address if address.startswith("ray://") else f"ray://{address}",
+        what="a Ray cluster at --address",
+        flag="--address",
+        timeout_s=CONNECT_CHECK_S,
+        use_proxy=False,  # Ray connects directly
+        hint="start the cluster (ray start --head) or check the host and port; "
+        "auto joins the cluster this machine belongs to",
+    )
 
 
 def import_ray(*, local: bool) -> ModuleType:
@@ -128,7 +123,7 @@ def ray_session(address: str | None, *, num_cpus: int) -> Iterator[None]:
                 logging_level=logging.ERROR,
             )
         else:
-            check_reachable(address)
+            check_cluster_reachable(address)
             ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except ConfigError:
         raise
