@@ -47,7 +47,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=200)
     args = parser.parse_args()
-    from nvmedia.pipeline import LOOKAHEAD_PER_JOB, Settings, run
+    from nvmedia.pipeline import LOOKAHEAD_PER_JOB, run
+    from nvmedia.settings import Settings
 
     with tempfile.TemporaryDirectory() as tmp:
         folder, temp_root = Path(tmp) / "scans", Path(tmp) / "tmp"

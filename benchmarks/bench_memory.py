@@ -144,7 +144,8 @@ _MEASURE = """
 import json, sys, tempfile
 from pathlib import Path
 from nvmedia.memory import MemoryBudget
-from nvmedia.pipeline import Settings, normalize_source
+from nvmedia.normalize_stage import normalize_source
+from nvmedia.settings import Settings
 from nvmedia.sources import expand
 
 def status(field):

@@ -133,7 +133,8 @@ def bench_jobs(folder: Path, count: int, tmp: Path, repeat: int) -> None:
 
 
 def _pool_run(make: Callable[[], Executor], folder: Path, tmp: Path) -> float:
-    from nvmedia.pipeline import Settings, normalize_source
+    from nvmedia.normalize_stage import normalize_source
+    from nvmedia.settings import Settings
     from nvmedia.sources import expand
 
     sources = expand([str(folder)], "file")

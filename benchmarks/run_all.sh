@@ -17,3 +17,4 @@ python bench_resume.py "${quick[@]}"
 python bench_disk.py
 python bench_batch.py
 python bench_messages.py
+python bench_client.py

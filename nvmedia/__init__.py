@@ -30,9 +30,11 @@ __all__ = [
     "AssetAPIError",
     "AssetClient",
     "AsyncAssetClient",
+    "AsyncClient",
     "AuthError",
     "ChatError",
     "CleanupError",
+    "Client",
     "ConfigError",
     "FetchError",
     "GENERIC",
@@ -42,6 +44,8 @@ __all__ = [
     "NEMOTRON_3_NANO_OMNI",
     "NVMediaError",
     "PlanError",
+    "PrepareCall",
+    "PrepareOptions",
     "Prepared",
     "ProcessingError",
     "Profile",
@@ -59,8 +63,12 @@ __all__ = [
 _LAZY = {
     "AssetClient": "assets",
     "AsyncAssetClient": "assets",
+    "AsyncClient": "client",
+    "Client": "client",
     "Item": "items",
-    "Prepared": "api",
+    "PrepareCall": "prepared",
+    "PrepareOptions": "options",
+    "Prepared": "prepared",
     "aprepare": "api",
     "inspect": "api",
     "prepare": "api",
@@ -70,10 +78,13 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .api import Prepared, aprepare, inspect, prepare
+    from .api import aprepare, inspect, prepare
     from .assets import AssetClient, AsyncAssetClient
+    from .client import AsyncClient, Client
     from .integrations.openai import Rewritten, arewrite_messages, rewrite_messages
     from .items import Item
+    from .options import PrepareOptions
+    from .prepared import PrepareCall, Prepared
 
 
 def __getattr__(name: str) -> Any:

@@ -9,7 +9,6 @@ checked here.
 from __future__ import annotations
 
 import ipaddress
-import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Final
@@ -17,14 +16,17 @@ from typing import Final
 import httpx
 
 from ._redact import redact_text, redact_url
+from .config import env_api_key, env_assets_url
 from .errors import AssetAPIError, AuthError, ConfigError
+from .option_table import ref
 
-DEFAULT_ASSETS_URL: Final = "https://api.nvcf.nvidia.com/v2/nvcf/assets"
-
-_NO_KEY_HINT: Final = "set NVIDIA_API_KEY or pass --api-key"
+_URL_HINT: Final = (
+    f"pass {ref('assets_url')} or set NVMEDIA_ASSETS_URL to e.g. https://api.nvcf.nvidia.com/v2/nvcf/assets"
+)
+_NO_KEY_HINT: Final = f"set NVIDIA_API_KEY or pass {ref('api_key')}"
 _INSECURE_HINT: Final = (
     "use an https:// asset API URL; plain http is allowed only to a loopback address (127.0.0.0/8, ::1, localhost), "
-    "or pass allow_insecure_http=True / --allow-insecure-http if you accept sending the key in clear text"
+    f"or pass {ref('allow_insecure_http', True)} if you accept sending the key in clear text"
 )
 
 
@@ -65,17 +67,17 @@ def check_assets_url(url: str, *, allow_insecure_http: bool = False) -> str:
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
         raise ConfigError(
             f"the asset API URL {shown!r} is not a valid URL ({redact_text(str(exc))})",
-            hint="pass --assets-url or set NVMEDIA_ASSETS_URL to e.g. https://api.nvcf.nvidia.com/v2/nvcf/assets",
+            hint=_URL_HINT,
         ) from None
     if parsed.port is not None and not 0 <= parsed.port < 65536:
         raise ConfigError(
             f"the asset API URL {shown!r} is not a valid URL (port {parsed.port} is outside 0-65535)",
-            hint="pass --assets-url or set NVMEDIA_ASSETS_URL to e.g. https://api.nvcf.nvidia.com/v2/nvcf/assets",
+            hint=_URL_HINT,
         )
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigError(
             f"the asset API URL {shown!r} is not an http(s) URL",
-            hint="pass --assets-url or set NVMEDIA_ASSETS_URL to e.g. https://api.nvcf.nvidia.com/v2/nvcf/assets",
+            hint=_URL_HINT,
         )
     if parsed.scheme == "http" and not allow_insecure_http and not is_loopback_host(parsed.host):
         raise ConfigError(
@@ -106,8 +108,8 @@ class AssetEndpoint:
         Raises:
             ConfigError: the URL is invalid, or plain http to a host that is not loopback.
         """
-        key = api_key if api_key is not None else os.environ.get("NVIDIA_API_KEY")
-        url = base_url or os.environ.get("NVMEDIA_ASSETS_URL") or DEFAULT_ASSETS_URL
+        key = api_key if api_key is not None else env_api_key()
+        url = base_url or env_assets_url()
         return cls(check_assets_url(url, allow_insecure_http=allow_insecure_http), (key or "").strip() or None)
 
     def auth(self, op: str) -> dict[str, str]:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any, Final, Generic, TypeVar
+from typing import IO, Any, Final, TypeVar
 
 import httpx
 import tenacity
@@ -48,6 +48,7 @@ from ._asset_results import AssetInfo, CreatedAsset, DeleteOutcome, DeleteReport
 from ._asset_retry import CallPolicy, RetryableStatus, describe_failure, parse_retry_after, phrase
 from ._redact import redact_text, redact_url
 from .errors import AssetAPIError, AuthError, ConfigError, InputError, NVMediaError, UploadError
+from .option_table import ref
 
 logger = logging.getLogger("nvmedia.assets")
 
@@ -119,57 +120,6 @@ class Sleep:
 Step = Send | Sleep
 Flow = Generator[Step, Any, T]
 """A protocol flow: yields steps, receives each ``Send``'s ``httpx.Response``, returns the operation's result."""
-
-
-class FlowRunner(Iterator[Step], Generic[T]):
-    """Feeds a flow the outcome of each step until it returns: the loop every client shell runs.
-
-    Example:
-        >>> runner = FlowRunner(list_flow(endpoint, policy))  # doctest: +SKIP
-        >>> for step in runner:                                # doctest: +SKIP
-        ...     with runner.capture():
-        ...         runner.outcome = perform(step)
-        >>> runner.result                                      # doctest: +SKIP
-    """
-
-    def __init__(self, flow: Flow[T]) -> None:
-        self._flow = flow
-        self._started = False
-        self._done = False
-        self._result: T | None = None
-        self.outcome: Any = None
-        """The result of the step just performed (an exception is thrown into the flow)."""
-
-    @property
-    def result(self) -> T:
-        """What the flow returned (once iteration has ended)."""
-        if not self._done:
-            raise RuntimeError("the flow has not finished")
-        return self._result  # type: ignore[return-value]
-
-    def __next__(self) -> Step:
-        outcome, self.outcome = self.outcome, None
-        try:
-            if not self._started:
-                self._started = True
-                return next(self._flow)
-            if isinstance(outcome, BaseException):
-                return self._flow.throw(outcome)
-            return self._flow.send(outcome)
-        except StopIteration as done:
-            self._done, self._result = True, done.value
-            raise StopIteration from None
-
-    @contextmanager
-    def capture(self) -> Iterator[None]:
-        """Hand an ordinary exception of the step to the flow instead of raising it (cancellation still raises)."""
-        try:
-            yield
-        except Exception as exc:
-            self.outcome = exc
-        except BaseException:
-            self._flow.close()
-            raise
 
 
 def sent(send: Send, op: str, policy: CallPolicy, *, upload: bool = False) -> Flow[httpx.Response]:
@@ -256,7 +206,8 @@ def _api_error(op: str, shown_url: str, resp: httpx.Response) -> AssetAPIError:
     if status in (401, 403):
         return AuthError(
             f"{op}: the asset API at {shown_url} refused the key with {status} {phrase(status)}{said}",
-            hint="check NVIDIA_API_KEY (or --api-key): it must be a valid NVIDIA API key allowed to use NVCF assets",
+            hint=f"check NVIDIA_API_KEY (or {ref('api_key')}): it must be a valid NVIDIA API key allowed to use "
+            "NVCF assets",
             status_code=status,
         )
     return AssetAPIError(
@@ -296,11 +247,11 @@ def _exhausted(
     if isinstance(exc, httpx.InvalidURL):
         return cls(
             f"{op}: {shown_url} is not a URL httpx can send to ({redact_text(str(exc))})",
-            hint="check the asset API URL (--assets-url / NVMEDIA_ASSETS_URL)",
+            hint=f"check the asset API URL ({ref('assets_url')} / NVMEDIA_ASSETS_URL)",
         )
     return cls(
         f"{op}: could not talk to {shown_url} ({describe_failure(exc)}) {tries}",
-        hint="check the network and the asset API URL (--assets-url / NVMEDIA_ASSETS_URL)",
+        hint=f"check the network and the asset API URL ({ref('assets_url')} / NVMEDIA_ASSETS_URL)",
     )
 
 
@@ -546,8 +497,12 @@ def upload_file_flow(
     content_type: str,
     description: str = DEFAULT_DESCRIPTION,
     progress: ProgressCallback | None = None,
+    on_created: Callable[[str], None] | None = None,
 ) -> Flow[str]:
     """Create an asset, upload the file to it, and return its id.
+
+    ``on_created`` is told each asset id as soon as it is created, before its upload: a
+    caller that is cancelled in the middle still knows what to delete.
 
     An expired upload URL gets a fresh asset (the dead one is deleted, best effort), up
     to ``EXPIRED_URL_ROUNDS`` times. When the upload fails otherwise the asset is
@@ -562,6 +517,8 @@ def upload_file_flow(
     expired: UploadURLExpired | None = None
     for round_no in range(1, EXPIRED_URL_ROUNDS + 1):
         created = yield from create_flow(endpoint, policy, content_type, description)
+        if on_created is not None:
+            on_created(created.asset_id)
         try:
             yield from upload_flow(policy, created, path, progress)
         except UploadURLExpired as exc:

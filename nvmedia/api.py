@@ -1,156 +1,111 @@
-"""The library's front door: ``prepare``, ``aprepare``, ``inspect``.
+"""The module-level shortcuts: ``nvmedia.prepare``, ``nvmedia.aprepare``, ``nvmedia.inspect``.
 
-``rewrite_messages`` (for other clients' upload step) lives in ``nvmedia.integrations.openai``.
+Each runs through a ``Client`` (``client.py``): the process's default client when only
+per-call options are given, so its pools, connections and caches are reused from call to
+call; or a client of its own when client options are given (``api_key``, ``assets_url``,
+``cache``, ``jobs``..., ``emulate``), which closes with its result. ``emulate=True`` runs an
+``NVCFEmulator`` in-process (through its transport) for that one call: offline, no key.
+
+The ownership rules are the client's: in a ``with`` block the uploads are the block's and
+are deleted at its end; without one they are long-lived.
 """
 
 from __future__ import annotations
 
-import asyncio
+import atexit
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from .items import Item, Request
-from .memory import parse_size
-from .outputs_cache import configured_max_bytes
-from .pipeline import Delivery, ProgressFn, Settings, run
+from .client import AsyncClient, Client, Sources
+from .config import CLIENT_ENV
+from .items import Item
+from .options import OnError
 from .plan import Mode
-from .profiles import Profile, get_profile
-from .resume import EarlierManifest
-from .sources import Group, SourceLike
-from .wire import AudioPartStyle, MediaPart, asset_headers, tags, text_part
+from .prepared import PrepareCall, Prepared
+from .profiles import Profile
+from .settings import ProgressFn
+from .sources import Group
+from .wire import AudioPartStyle
 
-OnError = Literal["raise", "keep"]
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["Prepared", "aprepare", "default_client", "inspect", "prepare"]
+
+EMULATOR_KEY = "nvapi-emulator-local-key"
+"""The key an in-process emulator (``emulate=True``, ``--emulate``) is used with."""
+
+_default: Client | None = None
+_default_env: tuple[str | None, ...] = ()
+_default_lock = threading.Lock()
 
 
-class Prepared:
-    """The result of ``prepare``: ready-to-send content for one request.
+def _close_default() -> None:
+    if _default is not None:
+        _default.close()
 
-    As a context manager, leaving the block deletes the assets this call uploaded.
 
-    Attributes:
-        items: per-input results (the manifest's item records as objects).
-        requests: per-request results (one for the library's default ``group="all"``).
+atexit.register(_close_default)
+
+
+def default_client() -> Client:
+    """The process's default ``Client``, configured from the environment, made on first use, closed at exit.
+
+    When the environment it was made from changes (``NVIDIA_API_KEY``, ``NVMEDIA_ASSETS_URL``,
+    ``NVMEDIA_CACHE_DIR``, ``NVMEDIA_OUTPUT_CACHE_SIZE``), the next call gets a new one.
     """
-
-    def __init__(self, items: list[Item], requests: list[Request], delivery: Delivery) -> None:
-        self.items = items
-        self.requests = requests
-        self._delivery = delivery
-
-    @property
-    def content(self) -> list[MediaPart]:
-        """OpenAI-style content parts of every delivered item, in input order."""
-        return [it.part for it in self.items if it.ok and it.part is not None]
-
-    @property
-    def tags(self) -> str:
-        """The string form: ``<img src="..." /> <audio src="..." />``."""
-        return tags(it.tag for it in self.items if it.ok and it.tag)
-
-    @property
-    def asset_ids(self) -> list[str]:
-        return [it.asset_id for it in self.items if it.ok and it.asset_id]
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """``{"NVCF-INPUT-ASSET-REFERENCES": "id1,id2"}``, or ``{}`` when nothing was uploaded."""
-        return asset_headers(self.asset_ids)
-
-    def message(self, text: str | None = None, *, role: str = "user") -> dict[str, Any]:
-        """A chat message: ``{"role": "user", "content": [text part, *content]}``."""
-        content: list[Any] = [text_part(text)] if text else []
-        content.extend(self.content)
-        return {"role": role, "content": content}
-
-    def delete_assets(self) -> None:
-        """Delete the assets this call uploaded (assets reused from the cache are left alone)."""
-        uploaded = [it.asset_id for it in self.items if it.uploaded and it.asset_id]
-        self._delivery.delete(uploaded)
-
-    def close(self) -> None:
-        self._delivery.close()
-
-    def __enter__(self) -> Prepared:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            self.delete_assets()
-        finally:
-            self.close()
-
-    def __repr__(self) -> str:
-        ok = sum(1 for it in self.items if it.ok)
-        return f"<Prepared items={len(self.items)} ok={ok} assets={len(self.asset_ids)}>"
+    global _default, _default_env
+    environment = tuple(os.environ.get(name) for name in CLIENT_ENV)
+    with _default_lock:
+        if _default is None or _default._closed or environment != _default_env:
+            if _default is not None:
+                _default.close()
+            _default, _default_env = Client(), environment
+        return _default
 
 
-def _settings(
+def _client_options(
     *,
-    mode: Mode,
-    profile: str | Path | Profile | None,
-    group: Group,
-    inline_limit: int | None,
-    request_limit: int | None,
     assets_url: str | None,
     api_key: str | None,
-    dry_run: bool,
-    emulate: bool,
-    keep: str | os.PathLike[str] | None,
     jobs: int | None,
     cache: bool,
     cache_dir: str | os.PathLike[str] | None,
-    audio_part: AudioPartStyle,
-    keep_metadata: bool,
-    trim_s: float | None,
-    split_long_audio: bool,
-    max_memory: int | str | None = None,
-    output_cache: bool | int,
-    fetch_urls: bool = False,
-    url_allow: Sequence[str] = (),
-) -> Settings:
-    from .fetch import FetchPolicy
-
-    settings = Settings(
-        mode=mode,
-        profile=get_profile(profile),
-        group=group,
-        inline_limit=inline_limit,
-        request_limit=request_limit,
-        assets_url=assets_url,
-        api_key=api_key,
-        dry_run=dry_run,
-        emulate=emulate,
-        keep=Path(keep) if keep is not None else None,
-        use_cache=cache,
-        cache_dir=Path(cache_dir) if cache_dir is not None else None,
-        audio_part=audio_part,
-        keep_metadata=keep_metadata,
-        trim_s=trim_s,
-        split_long_audio=split_long_audio,
-        max_memory=parse_size(max_memory) if max_memory is not None else None,
-        output_cache_bytes=_output_cache_bytes(output_cache),
-        fetch=FetchPolicy(allow=tuple(url_allow)) if fetch_urls else None,
-    )
-    if jobs is not None:
-        settings.jobs = jobs
-    return settings
+    max_memory: int | str | None,
+    output_cache: bool | int | str,
+    allow_insecure_http: bool,
+) -> dict[str, Any]:
+    """The client options that differ from a default client's (empty: the default client serves)."""
+    given = {
+        "assets_url": assets_url,
+        "api_key": api_key,
+        "jobs": jobs,
+        "cache_dir": cache_dir,
+        "max_memory": max_memory,
+    }
+    options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if not cache:
+        options["cache"] = False
+    if output_cache is not True:
+        options["output_cache"] = output_cache
+    if allow_insecure_http:
+        options["allow_insecure_http"] = True
+    return options
 
 
-def _output_cache_bytes(output_cache: bool | int) -> int:
-    if isinstance(output_cache, bool):
-        return configured_max_bytes() if output_cache else 0
-    if output_cache < 0:
-        raise ValueError(f"output_cache must be True, False or a number of bytes >= 0, got {output_cache}")
-    return output_cache
+def _emulator_options() -> tuple[Any, dict[str, Any]]:
+    """``emulate=True``: an in-process emulator for one call, and the client options that reach it."""
+    from .testing import NVCFEmulator
+
+    emulator = NVCFEmulator()
+    return emulator, {"assets_url": emulator.assets_url, "api_key": EMULATOR_KEY, "cache": False}
 
 
 def prepare(
-    sources: SourceLike | Sequence[SourceLike],
+    sources: Sources,
     *,
     mode: Mode = "auto",
     profile: str | Path | Profile | None = None,
@@ -170,108 +125,125 @@ def prepare(
     trim_s: float | None = None,
     split_long_audio: bool = False,
     max_memory: int | str | None = None,
-    output_cache: bool | int = True,
+    output_cache: bool | int | str = True,
     resume: str | os.PathLike[str] | None = None,
     fetch_urls: bool = False,
     url_allow: Sequence[str] = (),
     on_error: OnError = "raise",
+    keep_assets: bool = False,
+    allow_insecure_http: bool = False,
+    http_client: httpx.Client | None = None,
     progress: ProgressFn | None = None,
 ) -> Prepared:
-    """Make media ready to send: normalize, plan inline-or-asset, upload, and build content parts.
+    """``Client.prepare`` as a function: on the default client, or one of its own when client options are given.
 
-    Args:
-        sources: paths, folders, ``bytes`` or binary file objects (one or a list).
-        mode: ``auto`` (inline when it fits, else upload), ``inline`` (shrink to fit or fail), ``asset``.
-        profile: a built-in profile name, a profile file, or a ``Profile``.
-        group: ``all`` (default: everything in one request), ``dir`` or ``file``.
-        fetch_urls: fetch ``http(s)://`` sources (off by default: they are refused with ``fetch_blocked``);
-            only public addresses are reached, see ``nvmedia.fetch``.
-        url_allow: host names or CIDRs that fetching may reach although they are not public.
-        cache: reuse earlier uploads of the same bytes (``cache_dir`` default: ``$NVMEDIA_CACHE_DIR``
-            or the platform's user cache folder).
-        max_memory: bytes (or ``"1G"``, ``"512M"``) that image decodes may hold at once across the
-            worker threads (default: a quarter of RAM); an image whose decode alone needs more is
-            ``too_large``.
-        output_cache: reuse and keep converted files in ``cache_dir``'s output cache: ``True`` (its cap
-            from ``$NVMEDIA_OUTPUT_CACHE_SIZE``, else 2 GiB), ``False``, or the cap in bytes.
-        resume: an earlier manifest (``nvmedia prepare -o FILE``, or item records you wrote from
-            ``items``): inputs whose records there still hold are taken from it instead of being
-            processed again. Its records must come from the same options (raises ``ConfigError``
-            otherwise), ``group`` included: the command line's default is ``file``, this function's ``all``.
-        on_error: ``raise`` the first item's error (after deleting what was uploaded), or ``keep``
-            failed items in ``items`` with ``status == "error"``.
-
-    Returns:
-        A ``Prepared``; use it as a context manager to delete the uploaded assets afterwards.
-
-    Raises:
-        NVMediaError: an input failed (with ``on_error="raise"``), or the configuration is unusable.
+    The options are ``Client``'s (``assets_url``, ``api_key``, ``cache``, ``cache_dir``, ``jobs``,
+    ``max_memory``, ``output_cache``, ``allow_insecure_http``, ``http_client``; ``emulate=True``
+    for an in-process emulator) and ``Client.prepare``'s (the rest). See ``Client.prepare``.
 
     Example:
         >>> with nvmedia.prepare(["cat.heic", "talk.flac"], emulate=True) as prep:  # doctest: +SKIP
         ...     client.chat.completions.create(messages=[prep.message("Describe")], extra_headers=prep.headers)
     """
-    if isinstance(sources, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(sources, "read"):
-        source_list: Sequence[SourceLike] = [sources]  # type: ignore[list-item]
-    else:
-        source_list = list(sources)
-    settings = _settings(
-        mode=mode,
-        profile=profile,
-        group=group,
-        inline_limit=inline_limit,
-        request_limit=request_limit,
+    call = {
+        "mode": mode,
+        "profile": profile,
+        "group": group,
+        "inline_limit": inline_limit,
+        "request_limit": request_limit,
+        "dry_run": dry_run,
+        "keep": keep,
+        "audio_part": audio_part,
+        "keep_metadata": keep_metadata,
+        "trim_s": trim_s,
+        "split_long_audio": split_long_audio,
+        "resume": resume,
+        "fetch_urls": fetch_urls,
+        "url_allow": url_allow,
+        "on_error": on_error,
+        "keep_assets": keep_assets,
+        "progress": progress,
+    }
+    own = _client_options(
         assets_url=assets_url,
         api_key=api_key,
-        dry_run=dry_run,
-        emulate=emulate,
-        keep=keep,
         jobs=jobs,
         cache=cache,
         cache_dir=cache_dir,
-        audio_part=audio_part,
-        keep_metadata=keep_metadata,
-        trim_s=trim_s,
-        split_long_audio=split_long_audio,
         max_memory=max_memory,
         output_cache=output_cache,
-        fetch_urls=fetch_urls,
-        url_allow=url_allow,
+        allow_insecure_http=allow_insecure_http,
     )
-    earlier = EarlierManifest.load(Path(resume), settings) if resume is not None else None
-    delivery = Delivery(settings)
-    items: list[Item] = []
-    requests: list[Request] = []
+    if not own and not emulate and http_client is None:
+        return default_client().prepare(sources, **call)  # type: ignore[arg-type]
+    emulator = None
+    if emulate:
+        import httpx
+
+        emulator, reach = _emulator_options()
+        own.update(reach)
+        http_client = httpx.Client(transport=emulator.transport)
+    client = Client(http_client=http_client, **own)
+
+    def release() -> None:
+        client.close()
+        if emulator is not None:
+            assert http_client is not None
+            http_client.close()
+            emulator.stop()
+
     try:
-        for group_items, request in run(source_list, settings, delivery=delivery, progress=progress, resume=earlier):
-            items.extend(group_items)
-            if request is not None:
-                requests.append(request)
+        prepared = client.prepare(sources, **call)  # type: ignore[arg-type]
     except BaseException:
-        prepared = Prepared(items, requests, delivery)
-        prepared.__exit__(None, None, None)
+        release()
         raise
-    finally:
-        if earlier is not None:
-            earlier.close()
-    prepared = Prepared(items, requests, delivery)
-    if on_error == "raise":
-        failed = next((it for it in items if it.status == "error"), None)
-        if failed is not None and failed.error is not None:
-            prepared.__exit__(None, None, None)
-            raise failed.error
+    prepared._release_with(release)
     return prepared
 
 
-async def aprepare(sources: SourceLike | Sequence[SourceLike], **options: Any) -> Prepared:
-    """``prepare`` for async code: the work runs in a worker thread, the event loop stays free."""
-    return await asyncio.to_thread(prepare, sources, **options)
+def aprepare(sources: Sources, **options: Any) -> PrepareCall:
+    """``prepare`` for async code, through an ``AsyncClient``: ``await`` it, or use it in ``async with``.
+
+    Takes the options of ``prepare`` (``http_client`` an ``httpx.AsyncClient``). A client is made
+    for the call and closed once it is over (after the ``async with`` block).
+    """
+    emulate = bool(options.pop("emulate", False))
+    client_keys = ("assets_url", "api_key", "jobs", "cache", "cache_dir", "max_memory", "output_cache")
+    own = {k: options.pop(k) for k in client_keys + ("allow_insecure_http", "http_client") if k in options}
+    emulator = None
+    if emulate:
+        import httpx
+
+        emulator, reach = _emulator_options()
+        own.update(reach, http_client=httpx.AsyncClient(transport=emulator.transport))
+    holder: list[AsyncClient] = []
+
+    async def finish() -> None:
+        if holder:
+            await holder[0].aclose()
+        if emulator is not None:
+            await own["http_client"].aclose()
+            emulator.stop()
+
+    def start(owner: Any) -> Awaitable[Prepared]:
+        if not holder:
+            holder.append(AsyncClient(**own))
+        call = holder[0].prepare(sources, **options)
+        return call._run(owner)
+
+    return PrepareCall(start, finish=finish)
 
 
-def inspect(path: str | os.PathLike[str], *, profile: str | Path | Profile | None = None, mode: Mode = "auto") -> Item:
-    """What ``path`` is and what ``prepare`` would do with it; nothing is written or sent."""
-    prep = prepare(
-        [path], profile=profile, mode=mode, dry_run=True, on_error="keep", jobs=1, group="file", output_cache=False
-    )
-    prep.close()
-    return prep.items[0]
+def inspect(
+    path: str | os.PathLike[str],
+    *,
+    profile: str | Path | Profile | None = None,
+    mode: Mode = "auto",
+    **options: Any,
+) -> Item:
+    """What ``path`` is and what ``prepare`` would do with it; nothing is written, cached or sent.
+
+    ``Client.inspect`` on the default client (its other options: ``inline_limit``, ``request_limit``,
+    ``keep_metadata``, ``trim_s``, ``split_long_audio``, ``fetch_urls``, ``url_allow``).
+    """
+    return default_client().inspect(path, profile=profile, mode=mode, **options)

@@ -50,7 +50,7 @@ import builtins
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Final, TypeVar
@@ -59,7 +59,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from ._asset_endpoint import DEFAULT_ASSETS_URL, AssetEndpoint, check_assets_url, is_loopback_host
+from ._asset_endpoint import AssetEndpoint, check_assets_url, is_loopback_host
 from ._asset_protocol import (
     DEFAULT_DESCRIPTION,
     DELETE_CONCURRENCY,
@@ -68,7 +68,6 @@ from ._asset_protocol import (
     NO_AUTH,
     DeleteTally,
     Flow,
-    FlowRunner,
     OpenedUpload,
     ProgressCallback,
     Send,
@@ -85,7 +84,9 @@ from ._asset_protocol import (
 )
 from ._asset_results import AssetInfo, CreatedAsset, DeleteOutcome, DeleteReport, UploadURLExpired
 from ._asset_retry import CallPolicy, parse_retry_after, retry_policy
+from ._flow import FlowRunner
 from ._redact import install_log_redaction, redact_url
+from .config import DEFAULT_ASSETS_URL
 from .errors import ConfigError
 
 __all__ = [
@@ -160,7 +161,7 @@ class _AssetClientBase:
         key = "***" if self.has_api_key else None
         return f"{type(self).__name__}(base_url={redact_url(self.base_url)!r}, api_key={key})"
 
-    def _runner(self, flow: Flow[T]) -> FlowRunner[T]:
+    def _runner(self, flow: Flow[T]) -> FlowRunner[Step, T]:
         if self._closed:
             flow.close()
             raise ConfigError(
@@ -280,18 +281,24 @@ class AssetClient(_AssetClientBase):
         content_type: str,
         description: str = DEFAULT_DESCRIPTION,
         progress: ProgressCallback | None = None,
+        *,
+        on_created: Callable[[str], None] | None = None,
     ) -> str:
         """Create an asset, upload the file to it and return its id.
 
         An expired upload URL gets a fresh asset (the dead one is deleted, best effort);
-        when the upload fails otherwise the asset is deleted, best effort.
+        when the upload fails otherwise the asset is deleted, best effort. ``on_created``
+        is told each asset id as soon as it is created (before its upload), so a caller
+        interrupted in the middle knows what to delete.
 
         Raises:
             AuthError: no key, or the key was refused.
             UploadError: the upload failed.
             AssetAPIError: the asset API failed.
         """
-        return self._run(upload_file_flow(self._endpoint, self._policy, path, content_type, description, progress))
+        return self._run(
+            upload_file_flow(self._endpoint, self._policy, path, content_type, description, progress, on_created)
+        )
 
     def get(self, asset_id: str) -> AssetInfo | None:
         """What the service knows about an asset, or None when it does not know it (404)."""
@@ -417,10 +424,12 @@ class AsyncAssetClient(_AssetClientBase):
         content_type: str,
         description: str = DEFAULT_DESCRIPTION,
         progress: ProgressCallback | None = None,
+        *,
+        on_created: Callable[[str], None] | None = None,
     ) -> str:
         """Create an asset, upload the file and return its id (see ``AssetClient.upload_file``)."""
         return await self._run(
-            upload_file_flow(self._endpoint, self._policy, path, content_type, description, progress)
+            upload_file_flow(self._endpoint, self._policy, path, content_type, description, progress, on_created)
         )
 
     async def get(self, asset_id: str) -> AssetInfo | None:

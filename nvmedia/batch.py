@@ -42,7 +42,8 @@ from .sniff import sniff_path
 from .sources import Group, expand
 
 if TYPE_CHECKING:
-    from .api import Prepared
+    from .client import Client
+    from .prepared import Prepared
 
 RECORD_TYPE: Final = "answer"
 UnitKey = tuple[tuple[str, ...], int]
@@ -315,9 +316,9 @@ class BatchSettings:
     keep_assets: bool = False
 
 
-def _prepare(unit: Unit, media: MediaOptions) -> Prepared | NVMediaError:
+def _prepare(unit: Unit, media: MediaOptions, client: Client) -> Prepared | NVMediaError:
     try:
-        return prepare_media(unit.inputs, media)
+        return prepare_media(unit.inputs, media, client)
     except NVMediaError as exc:  # the asset API unreachable, no key for an upload...
         return exc
 
@@ -373,6 +374,7 @@ def run_batch(
     preparers = max(1, min(jobs, os.cpu_count() or 1))
     # Preparation runs up to a second round of requests ahead, so a round of answers never waits for it.
     window = 2 * jobs + 2 * preparers
+    media_client = settings.media.client(jobs=preparers)  # one connection pool and cache for the whole run
     prepare_pool = ThreadPoolExecutor(preparers, thread_name_prefix="nvmedia-batch-prepare")
     send_pool = ThreadPoolExecutor(jobs, thread_name_prefix="nvmedia-batch-send")
     slots: dict[int, _Slot] = {}
@@ -383,7 +385,7 @@ def run_batch(
             done: Future[dict[str, Any]] = Future()
             done.set_result(skipped_record(unit))
             return _Slot(unit, None, done)
-        prepared = prepare_pool.submit(_prepare, unit, settings.media)
+        prepared = prepare_pool.submit(_prepare, unit, settings.media, media_client)
         return _Slot(unit, prepared, send_pool.submit(_answer, unit, prepared, settings))
 
     started = 0
@@ -400,6 +402,7 @@ def run_batch(
     finally:
         prepare_pool.shutdown(wait=True)
         send_pool.shutdown(wait=True)
+        media_client.close()
 
 
 def _wait(future: Future[dict[str, Any]]) -> dict[str, Any]:
@@ -436,7 +439,7 @@ def _wind_down(
         if slot.record.done() and not slot.record.cancelled() and slot.record.exception() is None:
             try:
                 on_record(slot.unit, slot.record.result())
-            except Exception:  # noqa: BLE001 - the first failure is the one to report
+            except Exception:  # the first failure is the one to report
                 break
 
 

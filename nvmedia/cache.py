@@ -24,10 +24,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
+from .config import ASSET_CACHE_FILE, cache_folder
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TTL_S: Final = 12 * 3600
-CACHE_FILE: Final = "assets.sqlite3"
+CACHE_FILE: Final = ASSET_CACHE_FILE
 _BUSY_TIMEOUT_MS: Final = 10_000
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS assets (
@@ -45,12 +47,7 @@ CREATE INDEX IF NOT EXISTS assets_by_id ON assets (asset_id);
 
 def default_cache_path() -> Path:
     """``$NVMEDIA_CACHE_DIR/assets.sqlite3``, else the platform's user cache folder for nvmedia."""
-    folder = os.environ.get("NVMEDIA_CACHE_DIR")
-    if folder:
-        return Path(folder).expanduser() / CACHE_FILE
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("nvmedia")) / CACHE_FILE
+    return cache_folder() / CACHE_FILE
 
 
 def key_fingerprint(api_key: str | None) -> str:

@@ -40,12 +40,14 @@ import tenacity
 from ._asset_endpoint import is_loopback_host
 from ._asset_retry import RetryableStatus
 from .assets import parse_retry_after, redact_url, retry_policy
-from .errors import ChatError, ConfigError, NVMediaError
+from .errors import ChatError, ConfigError, NVMediaError, PlanError
+from .option_table import ref
 from .wire import MediaPart, text_part
 
 if TYPE_CHECKING:
-    from .api import Prepared
+    from .client import Client
     from .plan import Mode
+    from .prepared import Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +92,7 @@ def check_key_transport(url: str, *, allow_insecure_http: bool = False, what: st
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(host):
         raise ConfigError(
             f"{what} {redact_url(url)} is plain http on another machine: the API key would travel unencrypted",
-            hint="use an https:// URL, or on a trusted network pass --allow-insecure-http; allow_insecure_http=True "
-            "in the library",
+            hint=f"use an https:// URL, or on a trusted network pass {ref('allow_insecure_http', True)}",
         )
 
 
@@ -440,7 +441,7 @@ class ChatClient:
             )
         hint = {
             404: "check --base-url and the model name (-m); an unknown asset id is also a 404",
-            413: "the request is too big; send large media as assets (--mode asset)",
+            413: f"the request is too big; send large media as assets ({ref('mode', 'asset')})",
         }.get(status, "this answer is not retried; check the request (model, parameters, media)")
         return ChatError(
             f"the chat endpoint at {redact_url(self.url)} answered {status} {_phrase(status)}{said}",
@@ -553,6 +554,8 @@ class MediaOptions:
         url_allow: hosts or CIDRs fetching may reach although they are not public.
         cache: reuse and remember uploads in the shared cache (only for assets that are kept:
             an asset deleted after its answer must not be handed to anyone else).
+        allow_insecure_http: send the key over plain http to an asset API that is not loopback
+            (as the chat endpoint's flag of the same name).
     """
 
     mode: Mode = "auto"
@@ -563,29 +566,55 @@ class MediaOptions:
     fetch_urls: bool = False
     url_allow: tuple[str, ...] = ()
     cache: bool = False
+    allow_insecure_http: bool = False
+
+    def client(self, *, jobs: int = 1) -> Client:
+        """The ``Client`` these options describe (one per question, or per batch run, reused by every request).
+
+        Args:
+            jobs: its normalization workers (the requests a batch prepares at once).
+        """
+        from .client import Client
+
+        return Client(
+            api_key=self.api_key,
+            assets_url=self.assets_url,
+            jobs=jobs,
+            cache=self.cache,
+            allow_insecure_http=self.allow_insecure_http,
+        )
 
 
-def prepare_media(sources: Sequence[str], options: MediaOptions) -> Prepared:
-    """Prepare ``sources`` for one request, keeping failed inputs as error items.
+def prepare_media(sources: Sequence[str], options: MediaOptions, client: Client) -> Prepared:
+    """Prepare ``sources`` for one request through ``client``, keeping failed inputs as error items.
 
-    The one place chat and batch call the preparation front door (today ``nvmedia.prepare``).
+    The one place chat and batch call the preparation front door (``Client.prepare``).
+
+    Raises:
+        PlanError: ``too_many_assets``: the inputs need more assets than one request may reference
+            (``prepare`` splits them into several requests; a chat question is one). What was
+            uploaded is deleted first.
     """
-    from .api import prepare
-
-    return prepare(
+    prepared = client.prepare(
         list(sources),
         mode=options.mode,
         profile=options.profile,
         group="all",
         inline_limit=options.inline_limit,
-        assets_url=options.assets_url,
-        api_key=options.api_key,
-        jobs=1,
-        cache=options.cache,
         fetch_urls=options.fetch_urls,
         url_allow=options.url_allow,
         on_error="keep",
     )
+    if len(prepared.requests) > 1:
+        assets = sum(1 for it in prepared.items if it.ok and it.delivery == "asset")
+        release(prepared)
+        raise PlanError(
+            f"the request needs {assets} assets; one request may reference at most "
+            f"{client.settings(profile=options.profile).profile.max_assets}",
+            code="too_many_assets",
+            hint="send fewer files per question, or let more go inline (--mode auto, a higher --inline-limit)",
+        )
+    return prepared
 
 
 def release(prepared: Prepared, *, keep_assets: bool = False) -> list[str]:
@@ -631,19 +660,18 @@ def ask(
     Raises:
         NVMediaError: the first input that failed (nothing is sent then), or the ``ChatError`` of the request.
     """
-    prepared = prepare_media(sources, media or MediaOptions()) if sources else None
-    try:
-        content: list[MediaPart] = []
-        headers: dict[str, str] = {}
-        if prepared is not None:
+    if not sources:
+        return client.send(build_body(prompt, [], set(), params, stream=stream), {}, on_delta=on_delta)
+    media = media or MediaOptions()
+    with media.client() as media_client:
+        prepared = prepare_media(sources, media, media_client)
+        try:
             failed = next((it for it in prepared.items if it.status == "error" and it.error is not None), None)
             if failed is not None and failed.error is not None:
                 raise failed.error
-            content, headers = prepared.content, prepared.headers
-        body = build_body(prompt, content, media_kinds(prepared), params, stream=stream)
-        return client.send(body, headers, on_delta=on_delta)
-    finally:
-        if prepared is not None:
+            body = build_body(prompt, prepared.content, media_kinds(prepared), params, stream=stream)
+            return client.send(body, prepared.headers, on_delta=on_delta)
+        finally:
             for warning in release(prepared):
                 if on_warning is not None:
                     on_warning(warning)

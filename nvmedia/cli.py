@@ -12,27 +12,68 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import shutil
 import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
-from .cli_chat import add_fetch_arguments, add_parsers, cmd_batch, cmd_chat, fetch_policy
+from .cli_chat import add_parsers, cmd_batch, cmd_chat
 from .errors import ConfigError, NVMediaError, no_space_error
 from .names import shown
+from .option_table import INSPECT, PREPARE, OptionSpec, Scope, front_door, options_for
 from .signals import Interrupted, interruptible, received, stop_on_signals
 
 if TYPE_CHECKING:
+    from .client import Client
     from .items import Item, Request
-    from .pipeline import Delivery, Settings
     from .resume import EarlierManifest
+    from .settings import Settings
 
 EXIT_OK, EXIT_ITEM_ERROR, EXIT_USAGE = 0, 1, 2
+
+_SECRET_OPTION = re.compile(r"^(--?[\w-]*(?:key|api|token|secret|passw|auth|credential)[\w-]*)(=.*)?$", re.IGNORECASE)
+"""An option whose name says it carries a credential (``--api-key``, a mistyped ``--api-kye``, ``--token=...``)."""
+REDACTED = "REDACTED"
+
+
+def redact_usage_error(message: str) -> str:
+    """``message`` (argparse's, which echoes the arguments it did not recognise) with credentials replaced.
+
+    The value after, or joined to, an option whose name looks like a key option is replaced,
+    and so is any word that looks like an NVIDIA key (``nvapi-...``).
+
+    Example:
+        >>> redact_usage_error("unrecognized arguments: --api-kee nvapi-123 --token=abc")
+        'unrecognized arguments: --api-kee REDACTED --token=REDACTED'
+    """
+    words = message.split(" ")
+    shown: list[str] = []
+    hide_next = False
+    for word in words:
+        secret_option = _SECRET_OPTION.match(word)
+        if hide_next and word:
+            shown.append(REDACTED)
+            hide_next = False
+        elif secret_option is not None:
+            hide_next = secret_option.group(2) is None
+            shown.append(secret_option.group(1) + (f"={REDACTED}" if secret_option.group(2) else ""))
+        else:
+            shown.append(REDACTED if word.startswith("nvapi-") else word)
+    return " ".join(shown)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error never repeats a key typed after a mistyped option."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(redact_usage_error(message))
 
 
 def _positive_int(text: str) -> int:
@@ -45,26 +86,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _memory_size(text: str) -> int:
-    from .memory import parse_size
+def _size_type(flag: str, *, allow_zero: bool) -> Callable[[str], int]:
+    """An argparse type reading sizes (``1G``, ``512M``, ``1.5G``) the one way ``config.parse_size`` does."""
 
-    try:
-        return parse_size(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(f"{exc.message} ({exc.hint})") from None
+    def size(text: str) -> int:
+        from .config import parse_size
 
+        try:
+            return parse_size(text, what=flag, allow_zero=allow_zero)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(f"{exc.message} ({exc.hint})") from None
 
-def _size(text: str) -> int:
-    from .outputs_cache import parse_size
-
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return size
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nvmedia",
         description="Make images, audio and video acceptable to NVIDIA's hosted multimodal models.",
         epilog="Run 'nvmedia COMMAND --help' for a command's options.",
@@ -75,77 +112,7 @@ def _build_parser() -> argparse.ArgumentParser:
     prep = sub.add_parser("prepare", help="normalize, plan and deliver media; write a JSON Lines manifest")
     prep.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (folders are walked recursively)")
     prep.add_argument("-o", "--output", default="-", metavar="FILE", help="manifest destination; '-' is stdout")
-    prep.add_argument(
-        "--mode",
-        choices=("auto", "inline", "asset"),
-        default="auto",
-        help="auto: inline when it fits, else upload (default); inline: shrink to fit or fail; asset: upload all",
-    )
-    prep.add_argument("--profile", default="nemotron-3-nano-omni", help="profile name or a .toml/.json profile file")
-    prep.add_argument("--inline-limit", type=_positive_int, metavar="CHARS", help="base64 characters (default 180000)")
-    prep.add_argument(
-        "--request-limit",
-        type=_positive_int,
-        metavar="CHARS",
-        help="base64 characters of inline media per request (default: the inline limit)",
-    )
-    prep.add_argument(
-        "--group", choices=("file", "dir", "all"), default="file", help="which inputs share one request (default: file)"
-    )
-    prep.add_argument("--assets-url", metavar="URL", help="asset API base (default $NVMEDIA_ASSETS_URL)")
-    prep.add_argument("--api-key", metavar="KEY", help="bearer key (default $NVIDIA_API_KEY)")
-    prep.add_argument("--allow-insecure-http", action="store_true", help="allow the key over plain http to any host")
-    prep.add_argument("--dry-run", action="store_true", help="normalize and plan; upload nothing")
-    prep.add_argument("--emulate", action="store_true", help="upload to an in-process local emulator")
-    prep.add_argument("--keep", metavar="DIR", type=Path, help="also write each normalized file into DIR")
-    prep.add_argument("--keep-metadata", action="store_true", help="do not strip EXIF/XMP/IPTC/text metadata")
-    prep.add_argument("--trim", type=float, metavar="SECONDS", help="cut audio/video over the profile's limit")
-    prep.add_argument(
-        "--split-long-audio",
-        action="store_true",
-        help="send audio over the profile's limit as pieces cut at its pauses (one item per piece)",
-    )
-    prep.add_argument(
-        "-j",
-        "--jobs",
-        type=_positive_int,
-        default=os.cpu_count() or 1,
-        metavar="N",
-        help="parallel workers (default: CPUs)",
-    )
-    prep.add_argument(
-        "--pool",
-        choices=("process", "thread"),
-        default="process",
-        help="run -j workers as forked processes (default, Linux) or threads",
-    )
-    prep.add_argument(
-        "--max-memory",
-        type=_memory_size,
-        metavar="BYTES",
-        help="memory that image decodes may hold at once across workers, e.g. 1G or 512M "
-        "(default: a quarter of RAM); an image whose decode alone needs more is too_large",
-    )
-    prep.add_argument("--no-cache", action="store_true", help="do not reuse earlier uploads")
-    prep.add_argument(
-        "--resume",
-        action="store_true",
-        help="keep the records of -o FILE whose source is unchanged and do only the rest (same options needed)",
-    )
-    prep.add_argument("--no-output-cache", action="store_true", help="do not reuse or store converted files")
-    prep.add_argument(
-        "--output-cache-size",
-        type=_size,
-        metavar="BYTES",
-        help="cap of the converted-file cache, e.g. 500M (default 2G or $NVMEDIA_OUTPUT_CACHE_SIZE; 0: off)",
-    )
-    prep.add_argument(
-        "--audio-part",
-        choices=("audio_url", "input_audio"),
-        default="audio_url",
-        help="content part for inline audio (default: audio_url)",
-    )
-    add_fetch_arguments(prep)
+    add_table_options(prep, PREPARE)
     prep.add_argument(
         "-q", "--quiet", action="store_true", help="print nothing on stderr but usage and configuration errors"
     )
@@ -158,8 +125,7 @@ def _build_parser() -> argparse.ArgumentParser:
     insp = sub.add_parser("inspect", help="what each file is and what prepare would do; nothing is written")
     insp.add_argument("paths", nargs="+", metavar="PATH")
     insp.add_argument("--json", action="store_true", help="one JSON object per file")
-    insp.add_argument("--profile", default="nemotron-3-nano-omni")
-    insp.add_argument("--mode", choices=("auto", "inline", "asset"), default="auto")
+    add_table_options(insp, INSPECT)
 
     assets = sub.add_parser("assets", help="list or delete uploaded assets")
     _add_service_options(assets)
@@ -185,6 +151,60 @@ def _build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--storage-dir", metavar="DIR", help="where uploaded bytes are kept (default: a temp folder)")
     add_parsers(sub)
     return parser
+
+
+def _cli_type(option: OptionSpec) -> Callable[[str], Any] | None:
+    """How argparse reads the option's value (``option_table.CliType``)."""
+    if option.cli_type == "count":
+        return _positive_int
+    if option.cli_type == "float":
+        return float
+    if option.cli_type in ("size", "size0"):
+        assert option.flag is not None
+        return _size_type(option.flag, allow_zero=option.cli_type == "size0")
+    if option.cli_type == "path":
+        return Path
+    return None
+
+
+def add_table_options(parser: Any, option_set: str) -> None:
+    """Add the flags of ``option_set`` (``PREPARE``, ``INSPECT``, ``MEDIA``) from the option table to a parser."""
+    for option in options_for(option_set):
+        assert option.flag is not None
+        flags = [option.short, option.flag] if option.short else [option.flag]
+        if option.kind in ("switch", "negated"):
+            parser.add_argument(*flags, dest=option.dest, action="store_true", help=option.help)
+            continue
+        default = option.cli_default
+        if option.name == "jobs":
+            default = os.cpu_count() or 1
+        parser.add_argument(
+            *flags,
+            dest=option.dest,
+            action="append" if option.kind == "append" else "store",
+            type=_cli_type(option),
+            choices=option.choices,
+            default=list(default) if isinstance(default, (list, tuple)) else default,
+            metavar=option.metavar,
+            help=option.help,
+        )
+
+
+def table_options(args: argparse.Namespace, option_set: str, scope: Scope) -> dict[str, Any]:
+    """The library options the flags of ``option_set`` give, for a ``Client`` (``client``) or a call (``call``)."""
+    options: dict[str, Any] = {}
+    for option in options_for(option_set):
+        if option.scope != scope or option.name is None or not hasattr(args, option.dest):
+            continue
+        value = getattr(args, option.dest)
+        if option.kind == "negated":
+            if value:
+                options[option.name] = False
+        elif option.kind == "append":
+            options[option.name] = tuple(value or ())
+        elif value is not None:
+            options[option.name] = value
+    return options
 
 
 def _add_service_options(parser: argparse.ArgumentParser, *, after: bool = False) -> None:
@@ -349,15 +369,6 @@ def _versions() -> str:
     return "\n".join(lines)
 
 
-def _output_cache_bytes(args: argparse.Namespace) -> int:
-    """The output cache's cap: 0 with --no-output-cache, else --output-cache-size, else the environment's."""
-    from .outputs_cache import configured_max_bytes
-
-    if args.no_output_cache:
-        return 0
-    return configured_max_bytes() if args.output_cache_size is None else int(args.output_cache_size)
-
-
 class _ManifestError(Exception):
     """The manifest could not be written (exit 2; the previous manifest at -o is left as it was)."""
 
@@ -456,6 +467,39 @@ class _Manifest:
         return _ManifestError(error)
 
 
+@contextmanager
+def _client(args: argparse.Namespace, options: dict[str, Any]) -> Iterator[Client]:
+    """The ``Client`` the flags describe; with ``--emulate``, one reaching an in-process emulator.
+
+    The emulator is reached through its transport, or over loopback with ``--engine ray``.
+    """
+    from .client import Client
+
+    if not getattr(args, "emulate", False):
+        with Client(**options) as client:
+            yield client
+        return
+    import httpx
+
+    from .api import EMULATOR_KEY
+    from .testing import NVCFEmulator
+
+    emulator = NVCFEmulator()
+    try:
+        if getattr(args, "engine", "local") == "ray":
+            # Ray's workers are other processes: they reach the emulator over loopback.
+            emulator.start()
+            options.update(api_key=EMULATOR_KEY, assets_url=emulator.assets_url, cache=False)
+            with Client(**options) as client:
+                yield client
+            return
+        options.update(api_key=EMULATOR_KEY, assets_url=emulator.assets_url, cache=False)
+        with httpx.Client(transport=emulator.transport) as http, Client(http_client=http, **options) as client:
+            yield client
+    finally:
+        emulator.stop()
+
+
 class _ParquetManifest:
     """``--output-format parquet``: the item records as Parquet files in a new folder, put in place once complete.
 
@@ -547,8 +591,6 @@ class _ParquetManifest:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .pipeline import Delivery, Settings
-    from .profiles import get_profile
     from .resume import EarlierManifest
     from .sources import identity
 
@@ -582,35 +624,14 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             )
     if args.output != "-" and identity(args.output) in {identity(p) for p in args.paths}:
         return _fail(f"-o {args.output} is also an input", "write the manifest elsewhere")
-    settings = Settings(
-        mode=args.mode,
-        profile=get_profile(args.profile),
-        inline_limit=args.inline_limit,
-        request_limit=args.request_limit,
-        group=args.group,
-        assets_url=args.assets_url,
-        api_key=args.api_key,
-        dry_run=args.dry_run,
-        emulate=args.emulate,
-        keep=args.keep,
-        jobs=args.jobs,
-        pool=args.pool,
-        use_cache=not args.no_cache,
-        audio_part=args.audio_part,
-        keep_metadata=args.keep_metadata,
-        trim_s=args.trim,
-        split_long_audio=args.split_long_audio,
-        allow_insecure_http=args.allow_insecure_http,
-        max_memory=args.max_memory,
-        output_cache_bytes=_output_cache_bytes(args),
-        fetch=fetch_policy(args),
-    )
+    call = table_options(args, PREPARE, "call")
+    call.pop("resume")  # the command line's --resume reads -o FILE, opened below
     report = _Report(args.quiet)
-    delivery = Delivery(settings)
-    try:
-        if not (settings.dry_run or settings.mode == "inline"):
+    with _client(args, table_options(args, PREPARE, "client")) as client:
+        settings = client.settings(**call)
+        if not (settings.dry_run or settings.mode == "inline" or args.emulate):
             with interruptible():
-                delivery.preflight()  # before any work: a missing key or a dead API is exit 2 now
+                _preflight(client, settings)  # before any work: a missing key or a dead API is exit 2 now
         if args.resume and args.output == "-":
             return _fail("--resume needs -o FILE", "the earlier run's manifest is read from FILE, then replaced")
         target = Path(args.output)
@@ -623,25 +644,32 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             else:
                 manifest = _Manifest(args.output)
             try:
-                return _write_manifest(args, settings, delivery, manifest, report, earlier)
+                return _write_manifest(args, client, call, manifest, report, earlier)
             finally:
                 manifest.discard()
         finally:
             if earlier is not None:
                 earlier.close()
-    finally:
-        delivery.close()
+
+
+def _preflight(client: Client, settings: Settings) -> None:
+    """Uploads may be needed: the key must be set and the asset API must answer (``ConfigError`` if not)."""
+    if client._api_key is None:
+        raise ConfigError(
+            f"no API key, and in --mode {settings.mode} files too big to send inline are uploaded",
+            hint="set NVIDIA_API_KEY or pass --api-key (or use --mode inline, --dry-run or --emulate)",
+        )
+    client.check_service()
 
 
 def _write_manifest(
     args: argparse.Namespace,
-    settings: Settings,
-    delivery: Delivery,
+    client: Client,
+    call: dict[str, Any],
     manifest: _Manifest | _ParquetManifest,
     report: _Report,
     earlier: EarlierManifest | None,
 ) -> int:
-    from .pipeline import run
     from .workers import end_child_processes
 
     def stopping(uploads: int) -> None:
@@ -653,30 +681,31 @@ def _write_manifest(
         report.say(f"nvmedia: {name}: stopping{waiting}, then writing the manifest")
 
     interrupted: Interrupted | None = None
+    records: Generator[tuple[list[Item], Request | None], None, None]
     if args.engine == "ray":
         from .ray.cli import run_on_ray
 
         # Ray's own processes are ended by the engine (its cluster stops, or its tasks are cancelled).
         records = run_on_ray(
             args.paths,
-            settings,
+            client.settings(**call),
+            client,
             address=args.address,
-            delivery=delivery,
             progress=report.progress,
             exclude=manifest.own_files,
             on_stop=stopping,
             resume=earlier,
             log=None if args.quiet else sys.stderr,
+            announce_job=not args.emulate,
         )
     else:
-        records = run(
+        records = client.stream(
             args.paths,
-            settings,
-            delivery=delivery,
-            progress=report.progress,
             exclude=manifest.own_files,
             on_stop=stopping,
-            resume=earlier,
+            earlier=earlier,
+            progress=report.progress,
+            **call,
         )
     failed: _ManifestError | None = None
     try:
@@ -734,17 +763,12 @@ def _fields(record: dict[str, Any], skip: Sequence[str] = ()) -> str:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .client import Client
     from .manifest import record_line
-    from .pipeline import Settings, run
-    from .profiles import get_profile
 
-    # inspect writes nothing, not even to the output cache
-    settings = Settings(
-        mode=args.mode, profile=get_profile(args.profile), dry_run=True, group="file", output_cache_bytes=0
-    )
     any_error = False
-    for items, _ in run(args.paths, settings):
-        for item in items:
+    with Client(**table_options(args, INSPECT, "client")) as client:
+        for item in client.inspect_all(args.paths, **table_options(args, INSPECT, "call")):
             any_error = any_error or item.status == "error"
             if args.json:
                 sys.stdout.write(record_line(item.to_record()))
@@ -802,7 +826,15 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status.
+
+    Messages and hints name options by their flags (``--trim``) while it runs.
+    """
+    with front_door("cli"):
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.version:

@@ -306,6 +306,7 @@ def _endpoint(args: argparse.Namespace) -> Iterator[tuple[ChatClient, MediaOptio
             fetch_urls=policy is not None,
             url_allow=policy.allow if policy is not None else (),
             cache=bool(getattr(args, "keep_assets", False)) and emulator is None,
+            allow_insecure_http=args.allow_insecure_http,
         )
         with ChatClient(
             base_url,

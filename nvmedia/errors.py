@@ -28,6 +28,8 @@ import shutil
 from collections.abc import Iterable
 from typing import Any, Final
 
+from .option_table import ref, render
+
 ERROR_CODES: Final = (
     "not_found",
     "unreadable",
@@ -55,6 +57,10 @@ ERROR_CODES: Final = (
 class NVMediaError(Exception):
     """Base of every nvmedia error.
 
+    Messages and hints may name options through ``option_table.ref``; ``message`` and ``hint``
+    spell them for the front door in use (``trim_s=60`` in the library, ``--trim 60`` on the
+    command line).
+
     Args:
         code: the stable error code (one of ``ERROR_CODES``).
         message: what happened, with the measured value and the limit.
@@ -66,8 +72,32 @@ class NVMediaError(Exception):
     def __init__(self, message: str, *, code: str | None = None, hint: str = "") -> None:
         super().__init__(message)
         self.code: str = code or self.default_code
-        self.message = message
-        self.hint = hint
+        self._message = message
+        self._hint = hint
+
+    @property
+    def message(self) -> str:
+        """What happened, options named for the front door in use."""
+        return render(self._message)
+
+    @message.setter
+    def message(self, message: str) -> None:
+        """Restate what happened (an adapter naming things as its caller wrote them)."""
+        self._message = message
+        self.args = (message,)
+
+    @property
+    def hint(self) -> str:
+        """What to do about it, options named for the front door in use."""
+        return render(self._hint)
+
+    @hint.setter
+    def hint(self, hint: str) -> None:
+        """Restate what to do (an adapter that knows its caller's way)."""
+        self._hint = hint
+
+    def __str__(self) -> str:
+        return self.message
 
     def to_dict(self) -> dict[str, str]:
         """The manifest's ``error`` object."""
@@ -77,8 +107,8 @@ class NVMediaError(Exception):
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Keeps errors picklable across process pools (keyword-only arguments).
-        return (_rebuild, (type(self), self.message, self.code, self.hint))
+        # Keeps errors picklable across process pools (keyword-only arguments), references unrendered.
+        return (_rebuild, (type(self), self._message, self.code, self._hint))
 
 
 def _rebuild(cls: type[NVMediaError], message: str, code: str, hint: str) -> NVMediaError:
@@ -147,7 +177,7 @@ def no_space_error(
                 pass
         return StorageError(
             f"cannot write {what}: {_NO_ROOM[exc.errno]} ({free}; it needs {need})",
-            hint="free some space there, or point the run elsewhere: TMPDIR for temporary files, -o, --keep",
+            hint=f"free some space there, or point the run elsewhere: TMPDIR for temporary files, -o, {ref('keep')}",
         )
     if exc.errno == errno.EFBIG:
         return StorageError(
@@ -187,7 +217,8 @@ class ServiceError(NVMediaError):
         self.status_code = status_code
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_service_error, (type(self), self.message, self.code, self.hint, self.status_code))
+        # References unrendered, as NVMediaError's own.
+        return (_rebuild_service_error, (type(self), self._message, self.code, self._hint, self.status_code))
 
 
 def _rebuild_service_error(
@@ -240,7 +271,7 @@ class CleanupError(NVMediaError):
         self.asset_ids: tuple[str, ...] = tuple(asset_ids)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_cleanup, (self.message, self.asset_ids, self.code, self.hint))
+        return (_rebuild_cleanup, (self._message, self.asset_ids, self.code, self._hint))
 
 
 def _rebuild_cleanup(message: str, asset_ids: tuple[str, ...], code: str, hint: str) -> CleanupError:

@@ -44,6 +44,7 @@ from urllib.parse import urljoin, urlsplit
 
 from . import __version__
 from .errors import ConfigError, FetchError
+from .option_table import ref
 
 if TYPE_CHECKING:
     import ssl
@@ -85,8 +86,8 @@ _RULE_PHRASES: Final = {
 _HOSTNAME_RE: Final = re.compile(
     r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$"
 )
-_ALLOW_HINT: Final = "if it is meant to be reachable, pass --url-allow HOST_OR_CIDR; url_allow=[...] in the library"
-_OFF_HINT: Final = "pass --fetch-urls to fetch http(s) URLs; fetch_urls=True in the library"
+_ALLOW_HINT: Final = f"if it is meant to be reachable, pass {ref('url_allow', 'HOST_OR_CIDR')}"
+_OFF_HINT: Final = f"pass {ref('fetch_urls', True)} to fetch http(s) URLs"
 
 
 def is_remote_url(text: object) -> bool:

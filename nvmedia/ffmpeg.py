@@ -37,10 +37,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from .config import FFMPEG_ENV, env_ffmpeg
 from .errors import ConfigError, MediaError, ProcessingError
-
-FFMPEG_ENV = "NVMEDIA_FFMPEG"
-"""Environment variable naming the ffmpeg executable to use."""
+from .option_table import ref
 
 PROTOCOL_WHITELIST = "file,pipe"
 GLOBAL_ARGS: tuple[str, ...] = ("-nostdin", "-hide_banner", "-nostats", "-v", "error", "-y")
@@ -57,7 +56,7 @@ def find_ffmpeg() -> str:
     Raises:
         ConfigError: ``NVMEDIA_FFMPEG`` names no executable file, or no ffmpeg can be found.
     """
-    return _find_ffmpeg(os.environ.get(FFMPEG_ENV) or "")
+    return _find_ffmpeg(env_ffmpeg())
 
 
 @functools.lru_cache(maxsize=8)
@@ -354,7 +353,8 @@ def _timeout_error(timeout_s: float) -> ProcessingError:
     return ProcessingError(
         f"ffmpeg ran longer than the {timeout_s:g} s allowed and was stopped",
         code="timeout",
-        hint="the file may be damaged or unusually slow to decode; try a shorter clip (--trim) or re-export it",
+        hint="the file may be damaged or unusually slow to decode; "
+        f"try a shorter clip ({ref('trim_s')}) or re-export it",
     )
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import NVMediaError
+from .media_info import MediaInfo
 from .names import name_bytes_b64, utf8_text
-from .probe import MediaInfo
 from .sniff import Kind
 from .wire import MediaPart
 

@@ -33,16 +33,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-SUFFIX_FOR_MIME = {
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/webp": ".webp",
-    "audio/wav": ".wav",
-    "audio/mpeg": ".mp3",
-    "video/mp4": ".mp4",
-    "video/quicktime": ".mov",
-    "video/webm": ".webm",
-}
+from .formats import OUTPUT_FORMATS
+
+SUFFIX_FOR_MIME = {f.mime: f.suffix for f in OUTPUT_FORMATS}
 """The extension each output type is kept under."""
 
 _SAME_AS = {".jpeg": ".jpg", ".jpe": ".jpg", ".jfif": ".jpg", ".wave": ".wav", ".qt": ".mov"}

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator, MutableSequence
 from contextlib import contextmanager
 from typing import Any, Final
 
-from .errors import ConfigError, MediaError
+from .errors import MediaError
+from .option_table import ref
 
 BudgetEvent = Callable[[str, str, int], None]
 """``observer(event, label, nbytes)``; event is ``waiting``, ``acquired`` or ``released``."""
@@ -42,36 +42,9 @@ FALLBACK_RAM: Final = 8 << 30
 """RAM assumed where the platform does not say (no ``sysconf``)."""
 
 _USED, _NEXT_TICKET, _SERVING = 0, 1, 2
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 
 # Budgets inherited by this process (through a worker pool's initializer), by token.
 _inherited: dict[str, MemoryBudget] = {}
-
-
-def parse_size(text: str | int) -> int:
-    """Bytes from ``1G``, ``512M``, ``64k``, ``1.5GiB`` or a plain number (binary units: 1K = 1024).
-
-    Raises:
-        ConfigError: the text is not a size, or it is 0.
-
-    Example:
-        >>> parse_size("512M")
-        536870912
-    """
-    if isinstance(text, int):
-        value = text
-    else:
-        match = _SIZE.match(text.replace("_", ""))
-        if match is None:
-            raise ConfigError(
-                f"--max-memory: {text!r} is not a size",
-                hint="give bytes, or a number with K, M, G or T (for example 1G or 512M)",
-            )
-        value = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
-    if value < 1:
-        raise ConfigError(f"--max-memory must be at least 1 byte, got {value}", hint="for example --max-memory 1G")
-    return value
 
 
 def physical_memory() -> int:
@@ -153,7 +126,7 @@ class MemoryBudget:
                 f"{label}: decoding {what} needs about {format_size(nbytes)} of memory (estimated from its header), "
                 f"over the memory budget of {format_size(self.limit)}",
                 code="too_large",
-                hint="raise the budget with --max-memory (max_memory= in the library) if the machine has the "
+                hint=f"raise the budget with {ref('max_memory')} if the machine has the "
                 "memory, or downscale the image first",
             )
 

@@ -22,7 +22,7 @@ is removed), never a wrong output. A source modified less than two seconds befor
 was read (``SourceState.recent``), or modified while it was converted, is not stored.
 Any failure of the cache itself (full disk, permissions) is a miss; the run goes on.
 
-Size: once the folder holds more than its cap (``DEFAULT_MAX_BYTES``,
+Size: once the folder holds more than its cap (2 GiB,
 ``$NVMEDIA_OUTPUT_CACHE_SIZE`` or ``--output-cache-size``), the least recently used
 files go (a hit refreshes an entry's mtime) until it holds 90 % of the cap. Sizes are
 counted in file-system blocks, at least one 4 KiB block per file. Each process checks
@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,17 +45,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from .errors import ConfigError
+from .config import cache_folder
+from .media_info import MediaInfo
 from .normalize import NormalizedMedia, NormalizeOptions
-from .probe import MediaInfo
 from .profiles import Profile
 from .source_state import SourceState, file_sha256
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BYTES: Final = 2 * 1024**3
-"""The cap when nothing else is said: 2 GiB."""
-SIZE_ENV: Final = "NVMEDIA_OUTPUT_CACHE_SIZE"
 FOLDER: Final = "outputs"
 
 _MAGIC: Final = b"nvmedia-output-cache 1"
@@ -66,51 +62,11 @@ _TRIM_EVERY_SHARE: Final = 32
 _MIN_FILE_BYTES: Final = 4096
 _STALE_TMP_NS: Final = 3600 * 1_000_000_000
 _CHUNK: Final = 1 << 20
-_UNITS: Final = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_SIZE_RE: Final = re.compile(r"^\s*(\d[\d_]*)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """Bytes from ``2G``, ``500M``, ``64KiB`` or ``1_000_000`` (K, M, G, T count in powers of 1024).
-
-    Raises:
-        ValueError: ``text`` is not a size.
-
-    Example:
-        >>> parse_size("512M")
-        536870912
-    """
-    match = _SIZE_RE.match(text)
-    if match is None:
-        raise ValueError(f"expected a size such as 2G, 500M or 1048576, got {text!r}")
-    return int(match.group(1).replace("_", "")) * _UNITS[match.group(2).upper()]
-
-
-def configured_max_bytes() -> int:
-    """The cap from ``$NVMEDIA_OUTPUT_CACHE_SIZE``, else ``DEFAULT_MAX_BYTES`` (0 turns the cache off).
-
-    Raises:
-        ConfigError: the variable is set to something that is not a size.
-    """
-    text = os.environ.get(SIZE_ENV, "").strip()
-    if not text:
-        return DEFAULT_MAX_BYTES
-    try:
-        return parse_size(text)
-    except ValueError:
-        raise ConfigError(
-            f"{SIZE_ENV}={text!r} is not a size",
-            hint="give bytes or a number with K, M, G or T (powers of 1024), e.g. 2G; 0 turns the output cache off",
-        ) from None
 
 
 def default_folder(cache_dir: Path | None) -> Path:
-    """``outputs/`` in ``cache_dir``, else in the asset-id cache's folder."""
-    if cache_dir is not None:
-        return Path(cache_dir) / FOLDER
-    from .cache import default_cache_path
-
-    return default_cache_path().parent / FOLDER
+    """``outputs/`` in ``cache_dir``, else in the caches' folder (``config.cache_folder``)."""
+    return cache_folder(cache_dir) / FOLDER
 
 
 @functools.cache
@@ -136,6 +92,8 @@ def code_fingerprint() -> str:
 def _jsonable(value: object) -> object:
     if isinstance(value, Path):
         return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
     raise TypeError(f"{type(value).__name__} is not part of a cache key")
 
 

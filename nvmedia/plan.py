@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .errors import MediaError, PlanError
+from .option_table import ref
 
 Mode = Literal["auto", "inline", "asset"]
 Delivery = Literal["inline", "asset"]
@@ -44,6 +45,25 @@ class Plan:
     @property
     def asset_count(self) -> int:
         return sum(1 for d in self.deliveries if d == "asset")
+
+
+@dataclass(frozen=True)
+class InlineShare:
+    """What one item of an inline request may use: the request's budget shared by its items.
+
+    Attributes:
+        items: how many media items the request carries.
+        inline_limit: an item's own limit (base64 characters).
+        request_limit: the limit of the request's inline items together.
+    """
+
+    items: int
+    inline_limit: int
+    request_limit: int
+
+    def each(self, pieces: int = 1) -> int:
+        """The budget of each item when one of them is sent as ``pieces`` pieces (split audio)."""
+        return inline_budget(self.items - 1 + pieces, inline_limit=self.inline_limit, request_limit=self.request_limit)
 
 
 def inline_budget(n_items: int, *, inline_limit: int, request_limit: int) -> int:
@@ -98,14 +118,15 @@ def plan_request(
             raise MediaError(
                 f"an item needs {max(too_big):,} base64 characters inline; the inline limit is {inline_limit:,}",
                 code="cannot_fit_inline",
-                hint="use --mode auto to upload what does not fit, or raise --inline-limit",
+                hint=f"use {ref('mode', 'auto')} to upload what does not fit, or raise {ref('inline_limit')}",
             )
         total = sum(b64_sizes)
         if n and total >= request_limit:
             raise MediaError(
                 f"the request carries {total:,} base64 characters inline; the request limit is {request_limit:,}",
                 code="cannot_fit_inline",
-                hint="use --group file to send items in separate requests, or --mode auto to upload some",
+                hint=f"use {ref('group', 'file')} to send items in separate requests, "
+                f"or {ref('mode', 'auto')} to upload some",
             )
         return Plan(tuple("inline" for _ in range(n)), inline_chars=total)
 
@@ -130,5 +151,5 @@ def _check_asset_count(count: int, max_assets: int) -> None:
             f"the request needs {count} assets; one request may reference at most {max_assets}"
             f" (the {max_assets}-UUID NVCF-INPUT-ASSET-REFERENCES header)",
             code="too_many_assets",
-            hint="use --group file (or --group dir) to split the inputs into several requests",
+            hint=f"use {ref('group', 'file')} (or {ref('group', 'dir')}) to split the inputs into several requests",
         )

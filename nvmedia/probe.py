@@ -1,4 +1,4 @@
-"""What a media file's properties are: ``MediaInfo``.
+"""What a media file's properties are (a ``MediaInfo``, ``media_info.py``).
 
 Images are probed with Pillow from the header only (no pixel decode); audio and
 video with PyAV in ``probe_av``. The sniffer decides which prober runs; the
@@ -7,77 +7,14 @@ prober may refine the kind (an MP4 holding only audio is audio).
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .errors import MediaError
-from .sniff import Kind, Sniffed
+from .media_info import RECORD_FIELDS, MediaInfo
+from .probe_av import probe_av
+from .sniff import Sniffed
 
-RECORD_FIELDS = (
-    "mime",
-    "bytes",
-    "sha256",
-    "width",
-    "height",
-    "duration_s",
-    "sample_rate",
-    "channels",
-    "video_codec",
-    "audio_codec",
-)
-
-
-@dataclass
-class MediaInfo:
-    """Properties of one media file (input or output).
-
-    Only ``kind``, ``container``, ``mime`` and ``bytes`` are always set; the rest
-    apply to some kinds only and stay None otherwise.
-    """
-
-    kind: Kind
-    container: str
-    mime: str
-    bytes: int
-    sha256: str | None = None
-    width: int | None = None
-    height: int | None = None
-    duration_s: float | None = None
-    sample_rate: int | None = None
-    channels: int | None = None
-    video_codec: str | None = None
-    audio_codec: str | None = None
-    # Properties used by the normalizers, not written to the manifest.
-    mode: str | None = None
-    frames: int | None = None
-    orientation: int | None = None
-    rotation: int | None = None
-    frame_rate: float | None = None
-    bit_depth: int | None = None
-    sample_format: str | None = None
-    bit_rate: int | None = None
-    has_alpha: bool | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def pixels(self) -> int | None:
-        if self.width is None or self.height is None:
-            return None
-        return self.width * self.height
-
-    def to_record(self) -> dict[str, Any]:
-        """The manifest's ``input``/``output`` object: the contract's fields that apply."""
-        record: dict[str, Any] = {}
-        for name in RECORD_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                record[name] = round(value, 3) if isinstance(value, float) else value
-        return record
-
-    def replace(self, **changes: Any) -> MediaInfo:
-        return dataclasses.replace(self, **changes)
+__all__ = ["RECORD_FIELDS", "MediaInfo", "probe", "probe_av", "probe_image"]
 
 
 def probe(path: Path, sniffed: Sniffed, *, max_pixels: int = 89_478_485) -> MediaInfo:
@@ -89,8 +26,6 @@ def probe(path: Path, sniffed: Sniffed, *, max_pixels: int = 89_478_485) -> Medi
     if sniffed.kind == "image":
         return probe_image(path, sniffed, max_pixels=max_pixels)
     if sniffed.kind in ("audio", "video"):
-        from .probe_av import probe_av
-
         return probe_av(path, sniffed)
     raise MediaError(
         f"{sniffed.description or sniffed.container} is not media",

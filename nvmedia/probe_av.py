@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import InputError, MediaError
 from .ffmpeg import file_url
-from .probe import MediaInfo
+from .media_info import MediaInfo
 from .sniff import Kind, Sniffed
 
 AUDIO_ONLY_CONTAINERS = frozenset({"wav", "mp3", "flac", "aiff", "aac", "amr", "caf", "au"})

@@ -43,48 +43,22 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 from .errors import ConfigError
 from .items import Item
-from .probe import RECORD_FIELDS, MediaInfo
+from .media_info import RECORD_FIELDS, MediaInfo
+from .option_table import OPTIONS
+from .option_table import ref as option_ref
 from .profiles import Profile
+from .settings import Settings
 from .source_state import SourceState, file_sha256
 
 if TYPE_CHECKING:
-    from .pipeline import Settings
     from .sources import Source
 
 RECORD_KEY: Final = "resume"
 
 _NOT_SHAPING: Final = frozenset(
-    {
-        "assets_url",
-        "api_key",
-        "emulate",
-        "jobs",
-        "pool",
-        "use_cache",
-        "cache_dir",
-        "description",
-        "output_cache_bytes",
-        "max_memory",
-        "engine",
-        "allow_insecure_http",
-        "fetch",
-    }
+    {"jobs", "pool", "cache_dir", "description", "output_cache_bytes", "max_memory", "engine", "fetch"}
 )
 """Settings that change how a run works, not what its records say; every other field must match."""
-
-_FLAGS: Final = {
-    "profile": "--profile",
-    "mode": "--mode",
-    "inline_limit": "--inline-limit",
-    "request_limit": "--request-limit",
-    "group": "--group",
-    "dry_run": "--dry-run",
-    "keep": "--keep",
-    "keep_metadata": "--keep-metadata",
-    "trim_s": "--trim",
-    "split_long_audio": "--split-long-audio",
-    "audio_part": "--audio-part",
-}
 
 
 @functools.lru_cache(maxsize=16)
@@ -108,8 +82,6 @@ def _plain(value: object) -> object:
 
 @functools.cache
 def _shaping_fields() -> tuple[str, ...]:
-    from .pipeline import Settings  # here: pipeline imports this module
-
     return tuple(f.name for f in dataclasses.fields(Settings) if f.name not in _NOT_SHAPING)
 
 
@@ -148,9 +120,11 @@ def _show(value: object) -> str:
 
 
 def _differences(earlier: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    names = [*_FLAGS, *sorted((set(earlier) | set(now)) - set(_FLAGS))]
+    named = [o.name for o in OPTIONS if o.name is not None and o.flag is not None]
+    in_table = list(dict.fromkeys(n for n in named if n in earlier or n in now))
+    names = [*in_table, *sorted((set(earlier) | set(now)) - set(in_table))]
     return [
-        f"{_FLAGS.get(name, name)} {_show(earlier.get(name))} (now {_show(now.get(name))})"
+        f"{option_ref(name) if name in in_table else name} {_show(earlier.get(name))} (now {_show(now.get(name))})"
         for name in names
         if earlier.get(name) != now.get(name)
     ]
@@ -287,7 +261,8 @@ class EarlierManifest:
                     continue
                 except OSError as exc:
                     raise ConfigError(
-                        f"--resume: cannot read {path}: {exc.strerror}", hint="check the file's permissions"
+                        f"{option_ref('resume')}: cannot read {path}: {exc.strerror}",
+                        hint="check the file's permissions",
                     ) from None
                 files.append(fh)
                 runs.update(_index(fh, len(files) - 1, options, path))
@@ -296,8 +271,9 @@ class EarlierManifest:
             for earlier in options.values():
                 if earlier != now:
                     raise ConfigError(
-                        f"--resume: {manifest} was written with other options: {'; '.join(_differences(earlier, now))}",
-                        hint="repeat the earlier run's options, or drop --resume to redo every input "
+                        f"{option_ref('resume')}: {manifest} was written with other options: "
+                        + "; ".join(_differences(earlier, now)),
+                        hint=f"repeat the earlier run's options, or drop {option_ref('resume')} to redo every input "
                         "(converted files still come from the output cache)",
                     )
         except BaseException:
@@ -395,10 +371,12 @@ class EarlierManifest:
             record = json.loads(data)
         except ValueError:
             raise ConfigError(
-                f"--resume: {self.name} changed while this run was reading it", hint="run again"
+                f"{option_ref('resume')}: {self.name} changed while this run was reading it", hint="run again"
             ) from None
         if not isinstance(record, dict):
-            raise ConfigError(f"--resume: {self.name} changed while this run was reading it", hint="run again")
+            raise ConfigError(
+                f"{option_ref('resume')}: {self.name} changed while this run was reading it", hint="run again"
+            )
         return record
 
 
@@ -466,8 +444,8 @@ def _index(fh: IO[bytes], file: int, options: dict[str, dict[str, Any]], path: P
         current = (name, found) if ref.piece is not None else None
     if lines and not records and not ours:
         raise ConfigError(
-            f"--resume: {path} is not an nvmedia manifest (none of its {lines} lines is a record)",
-            hint="pass the -o FILE of the earlier run, or drop --resume",
+            f"{option_ref('resume')}: {path} is not an nvmedia manifest (none of its {lines} lines is a record)",
+            hint=f"pass the -o FILE of the earlier run, or drop {option_ref('resume')}",
         )
     return runs
 

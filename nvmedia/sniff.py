@@ -195,7 +195,7 @@ def sniff_bytes(head: bytes, name: str | None = None, tail: bytes = b"") -> Snif
     return _text(head)
 
 
-def _sniff_magic(head: bytes) -> Sniffed | None:  # noqa: C901 - one table, read top to bottom
+def _sniff_magic(head: bytes) -> Sniffed | None:  # one table, read top to bottom
     h = head
     if h.startswith(b"\x89PNG\r\n\x1a\n"):
         return _image("png", "image/png", "PNG image")
@@ -366,7 +366,7 @@ def _pillow_opens(fh: BinaryIO, fmt: str, *, decode: bool) -> bool:
     except Image.DecompressionBombError:
         # The header parsed and declares an enormous picture: it is this format (the pixel cap says the rest).
         return not decode
-    except Exception:  # noqa: BLE001 - plugins raise anything at all on bytes that are not theirs
+    except Exception:  # plugins raise anything at all on bytes that are not theirs
         return False
     return True
 

@@ -49,7 +49,7 @@ from typing import Any
 
 from .avlog import DecoderLog, decoder_log
 from .errors import MediaError
-from .probe import MediaInfo
+from .media_info import MediaInfo
 from .probe_av import open_container, real_video_streams
 from .sniff import Sniffed
 

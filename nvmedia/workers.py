@@ -33,10 +33,12 @@ import os
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from types import FrameType
 from typing import Any, Generic, Literal, TypeVar
 
+from .config import TEST_WORKER_EXIT_ENV, TEST_WORKER_EXIT_ONCE_ENV, TEST_WORKER_HOLD_ENV
 from .signals import interruptible
 
 PoolKind = Literal["thread", "process"]
@@ -61,6 +63,8 @@ class Workers(Generic[T]):
         worker_init: run in each worker process as it starts (before any task), inherited through
             fork rather than pickled: how the run's memory budget reaches the workers.
         on_pool_lost: called once the workers of a broken pool are gone (nothing they held is in use).
+        executor: a thread pool to run on instead of one of its own (a client's, reused across runs;
+            never shut down here). Only for ``kind="thread"``.
     """
 
     def __init__(
@@ -73,6 +77,7 @@ class Workers(Generic[T]):
         on_done: Callable[[Sequence[int]], None] | None = None,
         worker_init: Callable[[], None] | None = None,
         on_pool_lost: Callable[[], None] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self._fn = fn
         self._args_for = args_for
@@ -81,7 +86,8 @@ class Workers(Generic[T]):
         self._worker_init = worker_init
         self._on_pool_lost = on_pool_lost
         self._others = {child.pid for child in multiprocessing.active_children()}
-        self._pool: Executor | None = _pool(kind, jobs, worker_init)
+        self._borrowed = executor is not None and kind == "thread"
+        self._pool: Executor | None = executor if self._borrowed else _pool(kind, jobs, worker_init)
         self._solo: Executor | None = None
         self._batches: dict[int, tuple[Sequence[int], Future[list[T]] | None]] = {}
 
@@ -130,7 +136,13 @@ class Workers(Generic[T]):
         self.close()
 
     def close(self) -> None:
-        for pool in (self._pool, self._solo):
+        if self._borrowed:
+            for _, future in self._batches.values():
+                if future is not None:
+                    future.cancel()
+            pending = [f for _, f in self._batches.values() if f is not None]
+            wait_futures(pending)  # a borrowed pool lives on: wait for this run's work only
+        for pool in (None if self._borrowed else self._pool, self._solo):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
         self._pool = self._solo = None
@@ -320,9 +332,9 @@ _hold_on: str | None = None
 def read_test_hooks() -> None:
     """In a worker process (of this pool, or of another engine's): read the test hooks of the module docstring."""
     global _exit_on, _exit_once, _hold_on
-    exit_on, hold_on = os.environ.get("NVMEDIA_TEST_WORKER_EXIT"), os.environ.get("NVMEDIA_TEST_WORKER_HOLD")
+    exit_on, hold_on = os.environ.get(TEST_WORKER_EXIT_ENV), os.environ.get(TEST_WORKER_HOLD_ENV)
     _exit_on = os.path.realpath(exit_on) if exit_on else None
-    _exit_once = os.environ.get("NVMEDIA_TEST_WORKER_EXIT_ONCE") or None
+    _exit_once = os.environ.get(TEST_WORKER_EXIT_ONCE_ENV) or None
     _hold_on = os.path.realpath(hold_on) if hold_on else None
 
 

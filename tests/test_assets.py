@@ -293,7 +293,7 @@ def test_no_key_at_all_is_auth_failed_with_a_hint(emu: NVCFEmulator, monkeypatch
     with AssetClient(base_url=emu.assets_url, transport=emu.transport) as c, pytest.raises(AuthError) as err:
         c.upload_file(PNG, "image/png")
     assert err.value.code == "auth_failed"
-    assert err.value.hint == "set NVIDIA_API_KEY or pass --api-key"
+    assert err.value.hint == "set NVIDIA_API_KEY or pass api_key"
     assert emu.requests == []
 
 

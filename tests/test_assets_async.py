@@ -148,7 +148,7 @@ async def test_async_missing_key_is_auth_failed(emu: NVCFEmulator, monkeypatch: 
     async with AsyncAssetClient(base_url=emu.assets_url, transport=emu.transport) as c:
         with pytest.raises(AuthError) as err:
             await c.list()
-    assert err.value.hint == "set NVIDIA_API_KEY or pass --api-key"
+    assert err.value.hint == "set NVIDIA_API_KEY or pass api_key"
     assert repr(c) == f"AsyncAssetClient(base_url={emu.assets_url!r}, api_key=None)"
 
 

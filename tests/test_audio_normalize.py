@@ -107,7 +107,7 @@ def test_audio_longer_than_the_profile_allows_is_too_long(av_files: dict[str, Pa
         _normalize(av_files["wav_long"], tmp_path, short)
     assert info.value.code == "too_long"
     assert "12.0 s" in info.value.message and "5 s" in info.value.message
-    assert "--trim" in info.value.hint
+    assert "trim_s=5" in info.value.hint
     assert list(tmp_path.iterdir()) == []
 
 
@@ -152,7 +152,7 @@ def test_inline_mode_reports_audio_that_cannot_fit(av_files: dict[str, Path], tm
         _normalize(av_files["flac_long"], tmp_path, fit_chars=5_000)
     assert info.value.code == "cannot_fit_inline"
     assert "5,000" in info.value.message and "12.0 s" in info.value.message
-    assert "--mode" in info.value.hint
+    assert 'mode="auto"' in info.value.hint
     assert list(tmp_path.iterdir()) == []
 
 

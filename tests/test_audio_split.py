@@ -119,3 +119,15 @@ def test_cuts_cover_the_audio_with_pieces_within_the_limit(duration: float, max_
     longest = max(max_s - PIECE_MARGIN_S, max_s / 2)
     assert all(0 < length <= longest + 1e-6 for length in lengths)
     assert all(length >= longest / 2 - 1e-6 for length in lengths[:-1])  # no needless slivers
+
+
+def test_pieces_in_inline_mode_are_each_fitted_to_their_share_of_the_request(tmp_path: Path) -> None:
+    talk = _talk(tmp_path / "talk.wav")
+    out = tmp_path / "m.jsonl"
+    args = ["prepare", str(talk), "--profile", str(_profile(tmp_path)), "--split-long-audio", "--mode", "inline"]
+    assert main([*args, "-o", str(out)]) == 0
+    records = _records(out)
+    assert [r["status"] for r in records] == ["ok", "ok", "ok"]
+    assert {r["delivery"] for r in records} == {"inline"}
+    chars = [len(r["part"]["audio_url"]["url"].split(",", 1)[1]) for r in records]  # type: ignore[index]
+    assert sum(chars) < 180_000

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -283,6 +284,20 @@ def test_chat_stream_cut_before_done_exits_1_after_the_partial_answer(capsys: py
 def test_chat_with_a_broken_file_sends_nothing(emu: NVCFEmulator, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(against(emu, "What is this?", str(HOPPER), str(BROKEN)), capsys)
     assert code == 1 and out == "" and "damaged" in err
+    assert emu.chat_count == 0 and emu.assets() == []
+
+
+def test_chat_with_more_than_ten_assets_sends_nothing_and_leaves_nothing(
+    emu: NVCFEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = []
+    for i in range(11):
+        images.append(tmp_path / f"c{i:02d}.png")
+        shutil.copy(HOPPER, images[-1])
+        with images[-1].open("ab") as fh:
+            fh.write(bytes([i]))  # different bytes: eleven uploads, not one
+    code, out, err = run(against(emu, "What are these?", *map(str, images), "--mode", "asset"), capsys)
+    assert code == 1 and out == "" and "at most 10" in err
     assert emu.chat_count == 0 and emu.assets() == []
 
 

@@ -488,3 +488,19 @@ def test_the_progress_line_fits_the_terminal_and_names_the_file_in_progress(tmp_
         done = int(head.rsplit(" ", 1)[-1])
         if done < 20:
             assert label.startswith(names[done][:3]), bar
+
+
+SECRET_KEY = "nvapi-SECRET-typed-after-a-misspelled-flag"
+
+
+@pytest.mark.parametrize(
+    "typo",
+    [["--api-kye", SECRET_KEY], [f"--apikey={SECRET_KEY}"], ["--key", SECRET_KEY], ["--token", SECRET_KEY]],
+    ids=["misspelled", "joined", "short", "token"],
+)
+def test_a_misspelled_key_option_never_echoes_the_key(typo: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", str(HOPPER), "--dry-run", *typo])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert SECRET_KEY not in err and "unrecognized arguments" in err and "REDACTED" in err

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from support import CORPUS
 
-from nvmedia.pipeline import LOOKAHEAD_PER_JOB, Settings, run
+from nvmedia.pipeline import LOOKAHEAD_PER_JOB, run
+from nvmedia.settings import Settings
 from nvmedia.workers import BATCH_ITEMS
 
 PLAIN_WEBP = CORPUS / "pillow__hopper.webp"

@@ -203,7 +203,7 @@ def test_loopback_url_is_blocked_without_url_allow_and_nothing_is_sent(origin: O
     err = fetch_error(lambda: fetch_url(origin.url(f"/hopper.png?{SECRET}"), tmp_path))
     assert err.code == "fetch_blocked"
     assert "127.0.0.1" in err.message and "loopback" in err.message
-    assert "--url-allow" in err.hint and "s3cr3t" not in err.message + err.hint
+    assert "url_allow=" in err.hint and "s3cr3t" not in err.message + err.hint
     assert origin.hosts == [] and list(tmp_path.iterdir()) == []
 
 
@@ -312,8 +312,8 @@ def test_prepare_refuses_an_http_source_unless_asked_and_names_the_option(origin
     prep = nvmedia.prepare([origin.url("/hopper.png")], on_error="keep", dry_run=True)
     (item,) = prep.items
     assert item.status == "error" and item.error is not None
-    assert item.error.code == "fetch_blocked" and "--fetch-urls" in item.error.hint
-    assert "fetch_urls=True" in item.error.hint
+    assert item.error.code == "fetch_blocked" and "fetch_urls=True" in item.error.hint
+    assert "--fetch-urls" not in item.error.hint  # the flag is named on the command line only
     assert origin.hosts == []
 
 
@@ -335,6 +335,15 @@ def test_cli_prepare_blocks_loopback_url_without_url_allow(origin: Origin, capsy
     record = json.loads(capsys.readouterr().out)
     assert code == 1 and record["error"]["code"] == "fetch_blocked"
     assert origin.hosts == []
+
+
+def test_inspect_fetches_urls_with_the_same_flags_as_prepare(
+    origin: Origin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = origin.url("/hopper.png")
+    assert main(["inspect", url, "--json", "--fetch-urls", "--url-allow", "127.0.0.1"]) == 0
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert record["status"] == "ok" and record["input"]["mime"] == "image/png"
 
 
 def test_cli_url_allow_without_fetch_urls_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

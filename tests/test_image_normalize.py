@@ -495,7 +495,7 @@ def test_cannot_fit_inline_names_the_smallest_size_and_the_budget(generated: dic
     err = _error(generated["jpeg_q100"], tmp_path, fit_chars=300)
     assert err.code == "cannot_fit_inline"
     assert "300" in err.message and "base64" in err.message
-    assert "--mode auto" in err.hint and "--mode asset" in err.hint
+    assert 'mode="auto"' in err.hint and 'mode="asset"' in err.hint
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

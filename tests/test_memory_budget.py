@@ -13,9 +13,11 @@ from PIL import Image
 from support import ROOT
 
 import nvmedia
+from nvmedia.config import parse_size
 from nvmedia.errors import ConfigError
-from nvmedia.memory import MemoryBudget, format_size, parse_size
-from nvmedia.pipeline import Settings, normalize_source
+from nvmedia.memory import MemoryBudget, format_size
+from nvmedia.normalize_stage import normalize_source
+from nvmedia.settings import Settings
 from nvmedia.sources import expand
 
 
@@ -64,13 +66,13 @@ def _estimate(path: Path) -> int:
     ],
 )
 def test_max_memory_accepts_bytes_and_unit_suffixes(text: str, expected: int) -> None:
-    assert parse_size(text) == expected
+    assert parse_size(text, what="max_memory") == expected
 
 
 @pytest.mark.parametrize("text", ["lots", "0", "-1G", "1X", ""])
 def test_max_memory_refuses_what_is_not_a_size(text: str) -> None:
     with pytest.raises(ConfigError):
-        parse_size(text)
+        parse_size(text, what="max_memory")
 
 
 def test_cli_refuses_a_bad_max_memory_with_exit_2(tmp_path: Path) -> None:
@@ -127,7 +129,7 @@ def test_decode_whose_estimate_alone_exceeds_the_budget_is_too_large(big_images:
     estimate = _estimate(big_images["webp"])
     assert format_size(estimate) in item.error.message
     assert "memory budget of 64 MB" in item.error.message
-    assert "--max-memory" in item.error.hint
+    assert "max_memory" in item.error.hint
 
 
 def test_cli_reports_too_large_for_a_decode_over_max_memory(big_images: dict[str, Path], tmp_path: Path) -> None:
@@ -194,7 +196,8 @@ def test_budget_that_fits_one_decode_makes_the_second_wait_for_the_first(big_ima
 _PROCESS_DRIVER = """
 import json, multiprocessing, os, sys
 from nvmedia.memory import MemoryBudget
-from nvmedia.pipeline import Settings, run
+from nvmedia.pipeline import run
+from nvmedia.settings import Settings
 
 files, limit = [os.path.basename(p) for p in sys.argv[1:3]], int(sys.argv[3])
 events = ["waiting", "acquired", "released"]

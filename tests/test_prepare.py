@@ -51,8 +51,10 @@ def test_small_items_go_inline_and_large_ones_are_uploaded(emu: NVCFEmulator) ->
 
 def test_leaving_the_block_deletes_the_uploaded_assets(emu: NVCFEmulator) -> None:
     with _prepare(emu, [LARGE]) as prep:
-        assert len(emu.assets(KEY)) == 1
-    assert prep.asset_ids and emu.assets(KEY) == []
+        assert len(emu.assets(KEY)) == 1 and prep.asset_ids
+    assert emu.assets(KEY) == []
+    with pytest.raises(nvmedia.ConfigError, match="after its block ended"):
+        _ = prep.asset_ids  # never stale
 
 
 def test_openai_sdk_request_built_from_prepare_is_accepted(emu: NVCFEmulator) -> None:
@@ -166,15 +168,16 @@ def _manifest(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_eleven_large_files_in_one_request_are_too_many_assets(tmp_path: Path) -> None:
+def test_eleven_large_files_in_group_all_are_planned_as_two_requests_not_refused(tmp_path: Path) -> None:
     folder = tmp_path / "clips"
     folder.mkdir()
     for i in range(11):
         shutil.copy(LARGE, folder / f"take{i:02}.wav")
     out = tmp_path / "m.jsonl"
-    assert main(["prepare", str(folder), "--group", "all", "--dry-run", "-o", str(out)]) == 1
+    assert main(["prepare", str(folder), "--group", "all", "--dry-run", "-o", str(out)]) == 0
     records = _manifest(out)
-    assert {r["error"]["code"] for r in records if r["type"] == "item"} == {"too_many_assets"}  # type: ignore[index]
+    assert [r["type"] for r in records] == ["item"] * 10 + ["request", "item", "request"]
+    assert {r["status"] for r in records if r["type"] == "item"} == {"ok"}
 
 
 def test_group_dir_writes_request_records_after_each_group(emu: NVCFEmulator, tmp_path: Path) -> None:
@@ -308,10 +311,10 @@ def test_no_secret_in_any_output(
     assert "X-Amz-Signature" not in everything
 
 
-def test_settings_repr_never_shows_the_key() -> None:
-    from nvmedia.pipeline import Settings
-
-    assert KEY not in repr(Settings(api_key=KEY))
+def test_client_repr_never_shows_the_key() -> None:
+    client = nvmedia.Client(api_key=KEY)
+    assert KEY not in repr(client) and "***" in repr(client)
+    client.close()
 
 
 def test_processing_images_on_threads_does_not_silence_the_callers_warnings() -> None:

@@ -323,5 +323,5 @@ def test_resume_from_the_library_gives_the_same_items(tmp_path: Path) -> None:
     prep.close()
     assert [json.loads(line) for line in full] == [item.to_record() for item in prep.items]
     assert {item.reused_from for item in prep.items if item.status == "ok"} == {"manifest"}
-    with pytest.raises(nvm.ConfigError, match="--group file"):
+    with pytest.raises(nvm.ConfigError, match="group file"):
         nvm.prepare(folder, dry_run=True, on_error="keep", resume=tmp_path / "m.jsonl")

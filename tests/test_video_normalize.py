@@ -174,7 +174,7 @@ def test_video_longer_than_the_profile_allows_is_too_long(av_files: dict[str, Pa
         _normalize(av_files["mp4_long"], tmp_path, DEFAULT.replace(max_video_s=3.0))
     assert info.value.code == "too_long"
     assert "6.0 s" in info.value.message and "3 s" in info.value.message
-    assert "--trim" in info.value.hint
+    assert "trim_s=" in info.value.hint
     assert list(tmp_path.iterdir()) == []
 
 
@@ -215,7 +215,7 @@ def test_inline_mode_reports_video_that_cannot_fit(av_files: dict[str, Path], tm
         _normalize(av_files["mp4_long"], tmp_path, fit_chars=3_000)
     assert info.value.code == "cannot_fit_inline"
     assert "3,000" in info.value.message
-    assert "--mode" in info.value.hint
+    assert 'mode="auto"' in info.value.hint
     assert list(tmp_path.iterdir()) == []
 
 

@@ -35,8 +35,8 @@ from ..wire import asset_headers, inline_uri
 from .resolve import Context, Keep, Prepare, Target, keep_to_prepare, resolve
 
 if TYPE_CHECKING:
-    from ..api import Prepared
     from ..items import Item
+    from ..prepared import Prepared
 
 __all__ = ["PrepareFn", "APrepareFn", "Rewritten", "arewrite_messages", "rewrite_messages"]
 
@@ -91,6 +91,8 @@ class Rewritten:
         self.asset_ids = asset_ids
         self.items = items
         self._prepared = prepared
+        self._exit_block: Callable[..., Awaitable[Any]] | None = None
+        """An ``AsyncClient`` call's ``__aexit__``: ends the block its uploads belong to."""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -134,9 +136,8 @@ class Rewritten:
         prepared = self._prepared
         if prepared is None:
             return
-        aexit = getattr(prepared, "__aexit__", None)
-        if aexit is not None:
-            await aexit(exc_type, exc, tb)
+        if self._exit_block is not None:
+            await self._exit_block(exc_type, exc, tb)
             return
         import anyio
 
@@ -204,14 +205,31 @@ def rewrite_messages(
         call = next(flow)
         while True:
             try:
-                result = prepare(call.sources, **call.options)
+                result = _entered(prepare(call.sources, **call.options))
             except NVMediaError as exc:
                 call = flow.throw(exc)
-            else:
+                continue
+            try:
                 call = flow.send(result)
+            except StopIteration:
+                raise
+            except BaseException as exc:
+                result.__exit__(type(exc), exc, exc.__traceback__)  # delete what was uploaded for nothing
+                raise
     except StopIteration as done:
         rewritten: Rewritten = done.value
         return rewritten
+
+
+def _entered(result: PreparedLike) -> PreparedLike:
+    """The preparation, its uploads claimed for the ``Rewritten``'s block (deleted when it ends, never cached).
+
+    A ``Prepared`` used outside any block would be long-lived: in the shared cache, deleted by nobody.
+    """
+    enter = getattr(result, "__enter__", None)
+    if enter is not None:
+        enter()
+    return result
 
 
 async def arewrite_messages(
@@ -233,12 +251,33 @@ async def arewrite_messages(
     try:
         call = next(flow)
         while True:
+            pending: Any = aprepare(call.sources, **call.options)
+            exit_block: Callable[..., Awaitable[Any]] | None = None
             try:
-                result = await aprepare(call.sources, **call.options)
+                if hasattr(pending, "__aenter__"):  # an AsyncClient's call: its uploads belong to the block
+                    result = await pending.__aenter__()
+                    exit_block = pending.__aexit__
+                else:
+                    result = _entered(await pending)
             except NVMediaError as exc:
                 call = flow.throw(exc)
-            else:
+                continue
+            try:
                 call = flow.send(result)
+            except StopIteration as done:
+                done.value._exit_block = exit_block
+                raise
+            except BaseException as exc:
+                import anyio
+
+                with anyio.CancelScope(shield=True):  # delete what was uploaded for nothing
+                    if exit_block is not None:
+                        await exit_block(type(exc), exc, exc.__traceback__)
+                    else:
+                        await anyio.to_thread.run_sync(result.__exit__, type(exc), exc, exc.__traceback__)
+                raise
+            if exit_block is not None:
+                await exit_block(None, None, None)  # a counting pass, over: it uploaded nothing
     except StopIteration as done:
         rewritten: Rewritten = done.value
         return rewritten
@@ -323,19 +362,14 @@ def _rewrite_flow(
         prepared = yield call
     except NVMediaError as exc:
         raise _restated(exc, names) from None
-    try:
-        groups = _items_per_source(prepared.items, len(order))
-        _raise_first_failure(order, groups, sources, where, names)
-        media = {
-            key: [_media(it, sources[key].shown) for it in items] for key, items in zip(order, groups, strict=True)
-        }
-        replacements = {ref: media[t.key] for ref, t in targets.items() if isinstance(t, Prepare)}
-        asset_ids = _asset_ids(refs, targets, replacements)
-        _check_asset_count(len(known_ids), len(asset_ids) - len(known_ids), profile.max_assets)
-        return Rewritten(apply_replacements(messages, replacements), asset_ids, list(prepared.items), prepared)
-    except BaseException:
-        prepared.__exit__(None, None, None)  # delete what was uploaded for nothing
-        raise
+    # Raising from here on, the caller (rewrite_messages) deletes what was uploaded for nothing.
+    groups = _items_per_source(prepared.items, len(order))
+    _raise_first_failure(order, groups, sources, where, names)
+    media = {key: [_media(it, sources[key].shown) for it in items] for key, items in zip(order, groups, strict=True)}
+    replacements = {ref: media[t.key] for ref, t in targets.items() if isinstance(t, Prepare)}
+    asset_ids = _asset_ids(refs, targets, replacements)
+    _check_asset_count(len(known_ids), len(asset_ids) - len(known_ids), profile.max_assets)
+    return Rewritten(apply_replacements(messages, replacements), asset_ids, list(prepared.items), prepared)
 
 
 def _resolve(ref: Reference, ctx: Context) -> Target:

@@ -1,97 +1,62 @@
-"""Making media acceptable to a profile: one module per kind.
+"""Making media acceptable to a profile: one module per kind, found through a registry.
 
 Every normalizer takes the source path, its ``MediaInfo`` and the profile, and
 returns a ``NormalizedMedia``: the file holding the bytes to send (the source
 itself when it passes through untouched), the output's ``MediaInfo``, and the
 ``actions`` and ``warnings`` that go into the manifest. Outputs are written only
 inside ``NormalizeOptions.workdir``; sources are opened read-only.
+
+``NORMALIZERS`` names each kind's normalizer (module and function); a module is
+imported the first time its kind is met, so reading images never loads the
+audio and video code. ``register`` adds or replaces one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import importlib
 from pathlib import Path
+from typing import cast
 
 from ..errors import MediaError
-from ..memory import MemoryBudget
-from ..probe import MediaInfo
+from ..media_info import MediaInfo
 from ..profiles import Profile
-from ..sniff import Sniffed
+from ..sniff import Kind, Sniffed
+from .base import NormalizedMedia, NormalizeOptions, Normalizer
+
+__all__ = ["NORMALIZERS", "NormalizedMedia", "NormalizeOptions", "Normalizer", "normalize", "register"]
+
+NORMALIZERS: dict[str, tuple[str, str]] = {
+    "image": ("nvmedia.normalize.image", "normalize_image"),
+    "audio": ("nvmedia.normalize.audio", "normalize_audio"),
+    "video": ("nvmedia.normalize.video", "normalize_video"),
+}
+"""kind -> (module, function) of its normalizer."""
+
+_loaded: dict[str, Normalizer] = {}
 
 
-@dataclass(frozen=True)
-class NormalizeOptions:
-    """How to normalize, beyond what the profile says.
-
-    Attributes:
-        workdir: folder where converted outputs are written (owned by the caller).
-        fit_chars: in inline mode, the base64 length the output must stay under (None: no budget).
-        keep_metadata: keep EXIF/XMP/IPTC/text metadata instead of stripping it.
-        background: RGB colour that transparency is flattened onto when the output cannot carry alpha.
-        trim_s: cut video/audio longer than the profile's limit to its first ``trim_s`` seconds.
-        split_long_audio: cut audio longer than the profile's limit into pieces at its pauses.
-        budget: the run's memory budget, which image decodes reserve their estimated bytes from
-            (None: no budget).
-    """
-
-    workdir: Path
-    fit_chars: int | None = None
-    keep_metadata: bool = False
-    background: tuple[int, int, int] = (255, 255, 255)
-    trim_s: float | None = None
-    split_long_audio: bool = False
-    budget: MemoryBudget | None = None
+def register(kind: Kind, normalizer: Normalizer) -> None:
+    """Use ``normalizer`` for media of ``kind`` from now on."""
+    _loaded[kind] = normalizer
 
 
-@dataclass
-class NormalizedMedia:
-    """The result of normalizing one input.
-
-    Attributes:
-        path: the file whose bytes are sent (the source itself on passthrough).
-        info: properties of the output (``mime`` is one the profile accepts).
-        actions: what was done, in order (``exif-transpose``, ``strip-metadata``, ``encode:jpeg``...);
-            empty on passthrough.
-        warnings: things the user should know (``animated: kept the first of 31 frames``...).
-        span: for a piece of a split input, its start and end in the source, in seconds.
-        pieces: when the input was split (``split_long_audio``), one result per piece, in order;
-            the fields above then describe the first piece.
-    """
-
-    path: Path
-    info: MediaInfo
-    actions: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    span: tuple[float, float] | None = None
-    pieces: list[NormalizedMedia] = field(default_factory=list)
-
-
-def dropped_tracks(info: MediaInfo) -> list[str]:
-    """The warning for the audio tracks a conversion leaves out (only the first is kept), or [].
-
-    Example:
-        >>> dropped_tracks(MediaInfo(kind="video", container="mp4", mime="video/mp4", bytes=1,
-        ...                          extra={"audio_streams": 2}))
-        ['audio: kept the first of 2 tracks']
-    """
-    count = info.extra.get("audio_streams")
-    return [f"audio: kept the first of {count} tracks"] if isinstance(count, int) and count > 1 else []
+def _normalizer_for(kind: str) -> Normalizer | None:
+    found = _loaded.get(kind)
+    if found is None and kind in NORMALIZERS:
+        module, name = NORMALIZERS[kind]
+        found = _loaded[kind] = cast(Normalizer, getattr(importlib.import_module(module), name))
+    return found
 
 
 def normalize(
     source: Path, sniffed: Sniffed, info: MediaInfo, profile: Profile, options: NormalizeOptions
 ) -> NormalizedMedia:
-    """Dispatch to the normalizer for ``info.kind``."""
-    if info.kind == "image":
-        from .image import normalize_image
+    """Normalize ``source`` with the normalizer registered for ``info.kind``.
 
-        return normalize_image(source, sniffed, info, profile, options)
-    if info.kind == "audio":
-        from .audio import normalize_audio
-
-        return normalize_audio(source, sniffed, info, profile, options)
-    if info.kind == "video":
-        from .video import normalize_video
-
-        return normalize_video(source, sniffed, info, profile, options)
-    raise MediaError(f"no normalizer for kind {info.kind!r}", code="unsupported_format")
+    Raises:
+        MediaError: ``unsupported_format`` when no normalizer handles that kind; else the normalizer's errors.
+    """
+    normalizer = _normalizer_for(info.kind)
+    if normalizer is None:
+        raise MediaError(f"no normalizer for kind {info.kind!r}", code="unsupported_format")
+    return normalizer(source, sniffed, info, profile, options)

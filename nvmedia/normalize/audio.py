@@ -41,20 +41,23 @@ Rules, in order:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import ffmpeg as ff
 from ..errors import MediaError
-from ..probe import MediaInfo
+from ..formats import output_format
+from ..media_info import MediaInfo
+from ..option_table import ref
 from ..probe_av import probe_av, with_digest
 from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
 from ..validate import Validation, check_output, exact_duration, validate_av, wav_data_chunk
 from ..wire import b64_len
-from . import NormalizedMedia, NormalizeOptions, dropped_tracks
 from .audio_metadata import audio_rewrite, mpeg_frame_length, write_rewrite
+from .base import NormalizedMedia, NormalizeOptions, dropped_tracks
 from .limits import check_duration, decode_limit, exceeds
 from .metadata import MalformedContainerError
 
@@ -226,6 +229,8 @@ def _split(
     cuts = cut_points(duration, max_s, loudness(source, sniffed, info))
     bounds = list(zip([0.0, *cuts], [*cuts, duration], strict=True))
     layout = _target(info, profile, warnings)
+    if options.fit_share is not None:  # the pieces share one request with the other items: each fits its share
+        options = dataclasses.replace(options, fit_chars=options.fit_share.each(len(bounds)))
     pieces: list[NormalizedMedia] = []
     try:
         for number, (start, end) in enumerate(bounds, 1):
@@ -332,7 +337,8 @@ def _cannot_fit(source: Path, length: float, encoding: _Encoding, chars: int, li
         f"{source.name}: {length:.1f} s of audio cannot fit inline: as {encoding.describe()} it takes about "
         f"{chars:,} base64 characters; the limit is {limit:,}",
         code="cannot_fit_inline",
-        hint="use --mode auto or --mode asset to upload it, or --trim to send a shorter part",
+        hint=f"use {ref('mode', 'auto')} or {ref('mode', 'asset')} to upload it, "
+        f"or {ref('trim_s')} to send a shorter part",
     )
 
 
@@ -349,7 +355,7 @@ def _encode(
     """Re-encode ``source`` from ``start``, ``cut`` seconds of it (None: to the end), ``length`` seconds in all."""
     import ffmpeg
 
-    output = ff.output_path(options.workdir, source, "." + enc.fmt)
+    output = ff.output_path(options.workdir, source, output_format(enc.fmt).suffix)
     in_options = {"ss": f"{start:.3f}"} if start > 0 else {}
     if cut is not None:
         in_options["t"] = f"{cut:.3f}"

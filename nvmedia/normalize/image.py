@@ -89,14 +89,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MediaError
+from ..formats import output_format
 from ..image_av import decode_webp_reduced
 from ..image_open import decode_estimate, image_orientation, open_image
+from ..media_info import MediaInfo
 from ..memory import Reservation
-from ..probe import MediaInfo
+from ..option_table import ref
 from ..profiles import Profile
 from ..sniff import Sniffed
 from ..wire import b64_len
-from . import NormalizedMedia, NormalizeOptions
+from .base import NormalizedMedia, NormalizeOptions
 from .metadata import (
     MalformedContainerError,
     jpeg_truncation,
@@ -132,9 +134,6 @@ FIT_RESIZE_QUALITY = 75
 FIT_MIN_LONG_SIDE = 64
 """Downscaling to fit a budget stops here: an image smaller than this is of no use to a model."""
 
-_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-_SUFFIX = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
-_PILLOW_NAME = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 _JPEG_FORMATS = ("JPEG", "MPO")
 _PASS_MODES = {
     "png": {"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B", "I"},
@@ -253,7 +252,7 @@ def _may_pass(facts: _Facts, sniffed: Sniffed, profile: Profile, options: Normal
     container = sniffed.container
     if container not in LOSSLESS_CONTAINERS or container not in profile.image_formats:
         return False
-    if facts.fmt != _PILLOW_NAME[container] or facts.frames != 1 or facts.orientation != 1:
+    if facts.fmt != output_format(container).pillow or facts.frames != 1 or facts.orientation != 1:
         return False
     if facts.mode not in _PASS_MODES[container]:
         return False
@@ -371,7 +370,7 @@ def _decode(source: Path, im: Image.Image, facts: _Facts, plan: _DecodePlan) -> 
 
 def _write(workdir: Path, data: bytes, fmt: str) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=workdir, prefix="image-", suffix=_SUFFIX[fmt])
+    fd, name = tempfile.mkstemp(dir=workdir, prefix="image-", suffix=output_format(fmt).suffix)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -387,7 +386,7 @@ def _info(
     return MediaInfo(
         kind="image",
         container=fmt,
-        mime=_MIME[fmt],
+        mime=output_format(fmt).mime,
         bytes=len(data),
         sha256=digest or hashlib.sha256(data).hexdigest(),
         width=size[0],
@@ -650,7 +649,7 @@ def _encode(
     # into a real file: going through an anonymous temp file lets the -j worker threads encode
     # in parallel (same bytes; see benchmarks/README.md, photo_jobs).
     with tempfile.TemporaryFile(prefix="nvmedia-encode-") as out:
-        img.save(out, _PILLOW_NAME[fmt], **params)
+        img.save(out, output_format(fmt).pillow, **params)
         out.seek(0)
         return out.read()
 
@@ -789,7 +788,7 @@ def _fit(source: Path, staged: _Staged, first: _Step, profile: Profile, options:
         f"{source.name}: cannot fit inline: the smallest encoding reached was {b64_len(len(best.data)):,} base64 "
         f"characters ({best.size[0]}x{best.size[1]} {best.fmt}), over the inline budget of {budget:,}",
         code="cannot_fit_inline",
-        hint="use --mode auto or --mode asset to upload it",
+        hint=f"use {ref('mode', 'auto')} or {ref('mode', 'asset')} to upload it",
     )
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import MediaError
+from ..option_table import ref
 
 LIMIT_TOLERANCE_S = 0.25
 """Slack on duration limits: encoder priming and container rounding make a 60.00 s recording read 60.02 s."""
@@ -54,14 +55,14 @@ def check_duration(
         raise MediaError(
             f"{source.name}: the {kind} is {length} long{_BASIS[basis]}; the profile accepts at most {max_s:.0f} s",
             code="too_long",
-            hint=f"pass --trim {max_s:.0f} to keep the first {max_s:.0f} s"
-            + (", or --split-long-audio to send it in pieces cut at its pauses" if kind == "audio" else ""),
+            hint=f"pass {ref('trim_s', round(max_s))} to keep the first {max_s:.0f} s"
+            + (f", or {ref('split_long_audio')} to send it in pieces cut at its pauses" if kind == "audio" else ""),
         )
     if trim_s <= 0 or trim_s > max_s:
         raise MediaError(
-            f"{source.name}: the {kind} is {length} long and --trim {trim_s:g} is outside 0..{max_s:.0f} s",
+            f"{source.name}: the {kind} is {length} long and {ref('trim_s', trim_s)} is outside 0..{max_s:.0f} s",
             code="too_long",
-            hint=f"pass a --trim between 1 and {max_s:.0f} seconds",
+            hint=f"pass a {ref('trim_s')} between 1 and {max_s:.0f} seconds",
         )
     return float(trim_s)
 

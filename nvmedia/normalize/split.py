@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..probe import MediaInfo
+from ..media_info import MediaInfo
 from ..probe_av import open_container
 from ..sniff import Sniffed
 from ..validate import load_pydub

@@ -60,13 +60,15 @@ from typing import Any
 
 from .. import ffmpeg as ff
 from ..errors import MediaError
-from ..probe import MediaInfo
+from ..formats import output_format
+from ..media_info import MediaInfo
+from ..option_table import ref
 from ..probe_av import open_container, probe_av, with_digest
 from ..profiles import Profile
 from ..sniff import Sniffed, sniff_path
 from ..validate import Validation, check_output, exact_duration, packet_span_s, validate_av
 from ..wire import b64_len
-from . import NormalizedMedia, NormalizeOptions, dropped_tracks
+from .base import NormalizedMedia, NormalizeOptions, dropped_tracks
 from .limits import check_duration, decode_limit
 
 CONTAINER_NAMES = {"mp4": "mp4", "mov": "mov", "webm": "webm", "matroska": "mkv", "3gp": "3gp", "m4a": "mp4"}
@@ -410,7 +412,7 @@ def _run(
     """Run the plan's ffmpeg command; with ``check``, prove the output holds ``length`` seconds of media."""
     import ffmpeg
 
-    output = ff.output_path(options.workdir, source, ".mp4")
+    output = ff.output_path(options.workdir, source, output_format("mp4").suffix)
     in_options = {"t": f"{trim:.3f}"} if trim is not None else {}
     vindex = info.extra.get("video_index")
     aindex = info.extra.get("audio_index")
@@ -518,5 +520,6 @@ def _fit_inline(
         f"{source.name}: {seconds:.1f} s of video cannot fit inline: even at {smallest[0]} lines and "
         f"{smallest[1]} kbps it takes about {needed:,} base64 characters; the limit is {limit:,}",
         code="cannot_fit_inline",
-        hint="use --mode auto or --mode asset to upload it, or --trim to send a shorter part",
+        hint=f"use {ref('mode', 'auto')} or {ref('mode', 'asset')} to upload it, "
+        f"or {ref('trim_s')} to send a shorter part",
     )

@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from .. import signals
+from ..client import Client
 from ..errors import ConfigError
 from ..items import Item, Request
-from ..pipeline import Delivery, ProgressFn, Settings, plan_keep
+from ..normalize_stage import plan_keep
 from ..resume import EarlierManifest
+from ..settings import ProgressFn, Settings
 from ..sources import SourceLike, expand
 from .jobs import job_description, new_job_id
 from .session import check_address, import_ray, quiet_ray_data, ray_session
@@ -36,14 +38,15 @@ MAX_BLOCKS: Final = 4096
 def run_on_ray(
     paths: Sequence[SourceLike],
     settings: Settings,
+    client: Client,
     *,
     address: str | None = None,
-    delivery: Delivery | None = None,
     progress: ProgressFn | None = None,
     exclude: Iterable[Path] = (),
     resume: EarlierManifest | None = None,
     on_stop: Callable[[int], None] | None = None,
     log: IO[str] | None = None,
+    announce_job: bool = True,
 ) -> Generator[tuple[list[Item], Request | None], None, None]:
     """``pipeline.run`` on Ray: each source's items, in input order (never a request record).
 
@@ -58,12 +61,13 @@ def run_on_ray(
     before is every source finished, in input order.
 
     Args:
-        delivery: the run's connection to the asset service: with ``resume``, it checks the kept
-            records' asset ids; with ``emulate``, its emulator receives the workers' uploads.
+        client: the run's connection to the asset service: with ``resume``, it checks the kept
+            records' asset ids; the workers' uploads go where it sends, with its key.
         exclude: files a folder walk passes over (the run's own outputs).
         resume: the earlier manifest whose records still holding are kept (``resume.py``).
         on_stop: told, once interrupted, that no upload is waited for (Ray's are dropped).
         log: where the job's id is announced when it uploads (default stderr).
+        announce_job: announce it (not for an emulator's run: its assets go when it stops).
 
     Raises:
         ConfigError: Ray is missing or unreachable, ``--group`` is not ``file``, ``--keep`` is
@@ -84,27 +88,23 @@ def run_on_ray(
     sources = expand(paths, "file", exclude)
     if settings.keep is not None:
         plan_keep(paths, sources, settings.keep, exclude, pieces=settings.split_long_audio)
-    own_delivery = delivery is None
-    delivery = delivery or Delivery(settings)
+    workers: Client | None = None
     given_keep = settings.keep
     try:
-        kept = resume.keep(sources, delivery.known_ids) if resume is not None else None
+        kept = resume.keep(sources, client.live_asset_ids) if resume is not None else None
         todo = [s for s in sources if kept is None or s.group not in kept]
         job = new_job_id()
-        if settings.emulate and not (settings.dry_run or settings.mode == "inline"):
-            delivery.client()  # starts the run's emulator, which the workers upload to
+        cache_dir = workers_cache_dir(settings.cache_dir)
+        # A job references only its own assets (dedupe is per job): no cache reuse, see prepare_dataset.
+        workers = Client(**client.configuration(cache=False, cache_dir=cache_dir, description=job_description(job)))
         settings = dataclasses.replace(
             settings,
-            emulate=False,
-            assets_url=delivery.assets_url,
-            api_key=delivery.api_key,
-            use_cache=False,  # a job references only its own assets (dedupe is per job): see prepare_dataset
-            cache_dir=workers_cache_dir(settings.cache_dir),
+            cache_dir=cache_dir,
             keep=settings.keep.absolute() if settings.keep is not None else None,  # workers move to this cwd
             description=job_description(job),
         )
         uploads = not (settings.dry_run or settings.mode == "inline")
-        if uploads and not delivery.settings.emulate:  # the emulator's assets go when it stops
+        if uploads and announce_job:
             print(
                 f"nvmedia: Ray job {job}: its uploads are described '{job_description(job)}' "
                 f"(nvmedia assets delete --job {job} removes them)",
@@ -120,6 +120,7 @@ def run_on_ray(
                         ray.data.from_items(rows, override_num_blocks=blocks),
                         column=SOURCE_COLUMN,
                         settings=settings,
+                        client=workers,
                         job=job,
                         filesystem=None,
                         batch_size=DEFAULT_BATCH_SIZE,
@@ -167,8 +168,8 @@ def run_on_ray(
                 yield kept_items, None
             raise
     finally:
-        if own_delivery:
-            delivery.close()
+        if workers is not None:
+            workers.close()  # the driver's copy: its configuration went to the upload actors
 
 
 def _as_given(kept: str | None, absolute: Path | None, given: Path | None) -> str | None:

@@ -1,8 +1,8 @@
 """``prepare_dataset``: nvmedia's preparation as a Ray Data pipeline.
 
 The adapter between Ray Data and the per-item functions the local engine uses
-(``pipeline.Settings``, ``pipeline.normalize_source``, the plan, the wire format and
-the asset client's ``Delivery``): switching it to another front door is a change
+(``Settings``, ``normalize_stage.normalize_source``, the plan, the wire format and
+``Client.deliver``): switching it to another front door is a change
 to this module and ``stages.py`` only.
 """
 
@@ -23,12 +23,13 @@ except ImportError as exc:
 
     raise missing_ray(exc) from None
 
+from ..client import Client
+from ..config import parse_size
 from ..errors import ConfigError
 from ..keep import KeptName, plan_kept_names
-from ..memory import parse_size
-from ..pipeline import DEFAULT_ASSETS_URL, Settings
 from ..plan import MODES, Mode
 from ..profiles import Profile, get_profile
+from ..settings import Settings
 from ..wire import AudioPartStyle
 from .jobs import check_job_id, job_description, new_job_id
 from .records import RECORD_COLUMNS
@@ -62,6 +63,7 @@ def prepare_dataset(
     max_memory: int | str | None = None,
     cache: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    allow_insecure_http: bool = False,
     job: str | None = None,
     filesystem: Any = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -92,6 +94,7 @@ def prepare_dataset(
         assets_url, api_key: the asset API; default ``$NVMEDIA_ASSETS_URL`` / ``$NVIDIA_API_KEY``, read
             here on the driver and handed to the workers.
         dry_run: normalize and plan, upload nothing.
+        allow_insecure_http: allow the key over plain http to a host that is not loopback.
         cache: also reuse (and record) uploads in the asset-id cache of each node. Off by default:
             a job then references only assets it uploaded itself (deduplicated across its workers), so
             ``assets delete --job`` of any other job never breaks its records. With ``cache=True`` a
@@ -128,28 +131,35 @@ def prepare_dataset(
     if job is None:
         job = new_job_id()
         logger.info("nvmedia Ray job %s: its assets are described %r", job, job_description(job))
+    cache_folder = workers_cache_dir(cache_dir)
+    client = Client(
+        api_key=api_key,
+        assets_url=assets_url,
+        cache=cache,
+        cache_dir=cache_folder,
+        allow_insecure_http=allow_insecure_http,
+        description=job_description(job),
+    )
     settings = Settings(
         mode=mode,
         profile=get_profile(profile),
         inline_limit=inline_limit,
         request_limit=request_limit,
-        assets_url=assets_url or os.environ.get("NVMEDIA_ASSETS_URL") or DEFAULT_ASSETS_URL,
-        api_key=api_key or os.environ.get("NVIDIA_API_KEY") or None,
         dry_run=dry_run,
         keep=Path(keep).absolute() if keep is not None else None,  # workers do not share this cwd
         keep_metadata=keep_metadata,
         trim_s=trim_s,
         split_long_audio=split_long_audio,
         audio_part=audio_part,
-        max_memory=parse_size(max_memory) if max_memory is not None else None,
-        use_cache=cache,
-        cache_dir=workers_cache_dir(cache_dir),
+        max_memory=parse_size(max_memory, what="max_memory") if max_memory is not None else None,
+        cache_dir=cache_folder,
         description=job_description(job),
     )
     return build(
         ds,
         column=column,
         settings=settings,
+        client=client,
         job=job,
         filesystem=filesystem,
         batch_size=batch_size,
@@ -213,6 +223,7 @@ def build(
     *,
     column: str,
     settings: Settings,
+    client: Client,
     job: str,
     filesystem: Any,
     batch_size: int,
@@ -264,8 +275,11 @@ def build(
     )
     if final:
         return normalized
-    registry = ray.remote(num_cpus=0)(DedupeRegistry).options(name=registry_name(job), get_if_exists=True)
-    _REGISTRIES[job] = registry.remote(TAKEOVER_S)
+    if job not in _REGISTRIES:
+        # The first handle owns the actor: replacing it by the one get_if_exists gives for a later
+        # Dataset of the job dropped the owner's last reference, and Ray killed the registry mid-run.
+        registry = ray.remote(num_cpus=0)(DedupeRegistry).options(name=registry_name(job), get_if_exists=True)
+        _REGISTRIES[job] = registry.remote(TAKEOVER_S)
     # Ids the job recorded for an earlier Dataset are checked before they are handed out again:
     # they may have been deleted (assets delete --job) or have expired since.
     generation = ray.get(_REGISTRIES[job].new_generation.remote())
@@ -275,6 +289,7 @@ def build(
         batch_format="pyarrow",
         fn_constructor_kwargs={
             "settings": settings,
+            "client": client,
             "registry": _REGISTRIES[job],
             "generation": generation,
             "output": output,

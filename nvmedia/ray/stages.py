@@ -33,14 +33,17 @@ except ImportError as exc:
 
     raise missing_ray(exc) from None
 
+from ..assembly import attach_asset, deliver_inline, inline_share, plan_group
+from ..client import Client
 from ..errors import InputError, MediaError, NVMediaError
 from ..items import Item
 from ..keep import KeptName
 from ..memory import MemoryBudget
-from ..pipeline import Delivery, Settings, normalize_source
-from ..plan import inline_budget, plan_request
+from ..normalize_stage import normalize_source
+from ..plan import InlineShare
+from ..settings import Settings
 from ..sources import Source
-from ..wire import asset_headers, asset_uri, b64_len, b64encode, inline_uri, media_part, tag
+from ..wire import asset_headers
 from ..workers import read_test_hooks
 from .records import RECORD_COLUMNS, RECORD_SCHEMA, record_to_row
 
@@ -101,12 +104,12 @@ def normalize_batch(
         with tempfile.TemporaryDirectory(prefix="nvmedia-ray-") as tmp:
             item = _prepare_one(row, settings, filesystem, Path(tmp), fit_chars, budget, names)
             items = item.expanded()
-            _plan(items, settings)
+            plan_group(items, settings)
             payloads: list[bytes | None] = []
             for it in items:
                 payload = None
                 if it.ok and it.delivery == "inline":
-                    _deliver_inline(it, settings)
+                    deliver_inline(it, settings)
                 elif it.ok and it.delivery == "asset" and not settings.dry_run:
                     assert it.output_path is not None
                     payload = it.output_path.read_bytes()
@@ -188,7 +191,7 @@ def _prepare_one(
     settings: Settings,
     filesystem: pafs.FileSystem | None,
     workdir: Path,
-    fit_chars: int | None,
+    fit_chars: InlineShare | None,
     budget: MemoryBudget,
     kept_names: dict[str, KeptName] | None,
 ) -> Item:
@@ -271,46 +274,9 @@ def _optional(batch: pa.Table, name: str) -> list[Any] | None:
     return batch.column(name).to_pylist() if name in batch.column_names else None
 
 
-def _fit_chars(settings: Settings) -> int | None:
+def _fit_chars(settings: Settings) -> InlineShare | None:
     """Each source is its own request on Ray (``--group file``): the whole request budget is its own."""
-    if settings.mode != "inline":
-        return None
-    return inline_budget(
-        1, inline_limit=settings.effective_inline_limit, request_limit=settings.effective_request_limit
-    )
-
-
-def _plan(items: list[Item], settings: Settings) -> None:
-    """Inline or asset for one source's items (its pieces share one request)."""
-    media = [it for it in items if it.ok]
-    if not media:
-        return
-    sizes = [b64_len(it.output.bytes) for it in media if it.output is not None]
-    try:
-        plan = plan_request(
-            sizes,
-            mode=settings.mode,
-            inline_limit=settings.effective_inline_limit,
-            request_limit=settings.effective_request_limit,
-            max_assets=settings.profile.max_assets,
-        )
-    except NVMediaError as exc:
-        for it in media:
-            it.fail(exc)
-        return
-    for it, delivery in zip(media, plan.deliveries, strict=True):
-        it.delivery = delivery
-    for index in plan.promoted:
-        media[index].warnings.append("uploaded as an asset to keep the request under --request-limit")
-
-
-def _deliver_inline(item: Item, settings: Settings) -> None:
-    assert item.output is not None and item.output_path is not None and item.kind is not None
-    b64 = b64encode(item.output_path.read_bytes())
-    url = inline_uri(item.output.mime, b64)
-    item.delivery = "inline"
-    item.part = media_part(item.kind, item.output.mime, url, audio_part=settings.audio_part, b64=b64)
-    item.tag = tag(item.kind, url)
+    return inline_share(settings, 1)
 
 
 # -- both stages ------------------------------------------------------------------------------------
@@ -350,16 +316,18 @@ def output_table(batch: pa.Table, carried: list[str], per_source: list[list[Item
 class Uploader:
     """Ray Data's upload actor: delivers the asset items of each batch, at most ``uploads`` at once.
 
-    Uses the local engine's ``Delivery`` (asset client, cache where it is shared) and asks the
-    run's ``DedupeRegistry`` before each upload.
+    Uploads through ``Client.deliver`` (the run's client, remade in this actor from its
+    configuration: key, asset API, cache) and asks the run's ``DedupeRegistry`` before each upload.
     """
 
-    def __init__(self, *, settings: Settings, registry: Any, generation: int, output: Output, uploads: int) -> None:
+    def __init__(
+        self, *, settings: Settings, client: Client, registry: Any, generation: int, output: Output, uploads: int
+    ) -> None:
         self._settings = settings
         self._registry = registry
         self._generation = generation
         self._output: Output = output
-        self._delivery = Delivery(settings)
+        self._client = client
         self._pool = ThreadPoolExecutor(max_workers=max(1, uploads), thread_name_prefix="nvmedia-ray-upload")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -382,7 +350,9 @@ class Uploader:
         item, payload = job
         assert item.output is not None and item.kind is not None
         mime = item.output.mime
-        digest = item.output.sha256 or hashlib.sha256(payload).hexdigest()
+        if item.output.sha256 is None:
+            item.output.sha256 = hashlib.sha256(payload).hexdigest()
+        digest = item.output.sha256
         try:
             asset_id = self._claimed(digest, mime)
             if asset_id is None:
@@ -390,6 +360,8 @@ class Uploader:
                     asset_id = self._upload(item, payload)
                 finally:
                     ray.get(self._registry.release.remote(digest, mime, asset_id, self._generation))
+                if asset_id is None:
+                    return  # the upload failed the item
         except NVMediaError as exc:  # a ConfigError too: the CLI turns it into exit status 2
             item.fail(exc)
             return
@@ -402,10 +374,7 @@ class Uploader:
                 )
             )
             return
-        item.asset_id = asset_id
-        url = asset_uri(mime, asset_id)
-        item.part = media_part(item.kind, mime, url)
-        item.tag = tag(item.kind, url)
+        attach_asset(item, asset_id)
 
     def _claimed(self, digest: str, mime: str) -> str | None:
         """The job's asset for these bytes, or None when this actor is to upload them (then ``release``).
@@ -417,18 +386,20 @@ class Uploader:
             asset_id, recorded_in = ray.get(self._registry.claim.remote(digest, mime))
             if asset_id is None or recorded_in == self._generation:
                 return cast("str | None", asset_id)
-            if self._delivery.client().get(asset_id) is not None:
+            if self._client.get_asset(asset_id) is not None:
                 ray.get(self._registry.confirm.remote(digest, mime, asset_id, self._generation))
                 return cast(str, asset_id)
             ray.get(self._registry.forget.remote(digest, mime, asset_id))
 
-    def _upload(self, item: Item, payload: bytes) -> str:
+    def _upload(self, item: Item, payload: bytes) -> str | None:
+        """Upload ``payload`` as the item's output; its asset id, or None when the item failed."""
         fd, name = tempfile.mkstemp(prefix="nvmedia-ray-upload-")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(payload)
             item.output_path = Path(name)
-            return self._delivery.upload(item)
+            self._client.deliver([item])
+            return item.asset_id if item.ok else None
         finally:
             item.output_path = None
             os.unlink(name)

@@ -123,9 +123,14 @@ class EmulatorTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         assert isinstance(request.stream, httpx.AsyncByteStream), "an async client sends an async body"
         pieces = request.stream.__aiter__()
         try:
-            return await anyio.to_thread.run_sync(
-                self._serve, request, lambda: anyio.from_thread.run(_next_piece, pieces)
-            )
+            # A worker thread cannot be stopped, so the request runs to its end like a sent one; the
+            # shield keeps the body's pieces flowing to it when the caller is cancelled meanwhile
+            # (on asyncio they would be cancelled and the service would wait for them for ever).
+            with anyio.CancelScope(shield=True):
+                response = await anyio.to_thread.run_sync(
+                    self._serve, request, lambda: anyio.from_thread.run(_next_piece, pieces)
+                )
+            return response
         finally:
             close = getattr(pieces, "aclose", None)
             if close is not None:
