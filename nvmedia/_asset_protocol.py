@@ -28,7 +28,6 @@ Failures surface as the ``AssetAPIError`` family::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -46,7 +45,7 @@ import tenacity
 from ._asset_endpoint import AssetEndpoint
 from ._asset_results import AssetInfo, CreatedAsset, DeleteOutcome, DeleteReport, UploadURLExpired
 from ._asset_retry import CallPolicy, RetryableStatus, describe_failure, parse_retry_after, phrase
-from ._redact import redact_text, redact_url
+from ._redact import error_detail, redact_text, redact_url, s3_error_fields
 from .errors import AssetAPIError, AuthError, ConfigError, InputError, NVMediaError, UploadError
 from .option_table import ref
 
@@ -163,45 +162,14 @@ def sent(send: Send, op: str, policy: CallPolicy, *, upload: bool = False) -> Fl
 # -- reading answers ---------------------------------------------------------------------------
 
 
-def _s3_fields(text: str) -> tuple[str, str]:
-    code = re.search(r"<Code>([^<]{0,100})</Code>", text)
-    message = re.search(r"<Message>([^<]{0,300})</Message>", text)
-    return (code.group(1) if code else "", message.group(1) if message else "")
-
-
-def _detail(resp: httpx.Response) -> str:
-    """A short, redacted explanation from an error body (problem details, S3 XML or text)."""
-    text = resp.text[:4000]
-    found = ""
-    try:
-        body = json.loads(text)
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        error = body.get("error")
-        for candidate in (body.get("detail"), body.get("message"), error, body.get("title")):
-            if isinstance(candidate, dict):
-                candidate = candidate.get("message")
-            if isinstance(candidate, str) and candidate:
-                found = candidate
-                break
-    elif "<Error>" in text:
-        code, message = _s3_fields(text)
-        found = f"{code}: {message}" if code else message
-    else:
-        found = " ".join(text.split())
-    found = redact_text(found)
-    return found[:300] + ("..." if len(found) > 300 else "")
-
-
 def _raise_if_retryable(resp: httpx.Response) -> None:
     if resp.status_code == 429 or resp.status_code >= 500:
-        raise RetryableStatus(resp.status_code, parse_retry_after(resp.headers.get("Retry-After")), _detail(resp))
+        raise RetryableStatus(resp.status_code, parse_retry_after(resp.headers.get("Retry-After")), error_detail(resp))
 
 
 def _api_error(op: str, shown_url: str, resp: httpx.Response) -> AssetAPIError:
     status = resp.status_code
-    detail = _detail(resp)
+    detail = error_detail(resp)
     said = f" ({detail})" if detail else ""
     if status in (401, 403):
         return AuthError(
@@ -332,7 +300,7 @@ def _deleted(resp: httpx.Response, shown_url: str) -> bool:
 
 def _upload_error(resp: httpx.Response, shown_url: str) -> UploadError:
     status = resp.status_code
-    code, message = _s3_fields(resp.text[:4000])
+    code, message = s3_error_fields(resp.text[:4000])
     if status == 403 and "expired" in message.lower():
         return UploadURLExpired(
             f"upload to {shown_url} refused: the presigned URL has expired (403 {code or 'AccessDenied'})",
@@ -347,7 +315,7 @@ def _upload_error(resp: httpx.Response, shown_url: str) -> UploadError:
             "(AssetClient.upload_file does this)",
             status_code=status,
         )
-    said = f"{code}: {message}" if code else _detail(resp)
+    said = f"{code}: {message}" if code else error_detail(resp)
     return UploadError(
         f"upload to {shown_url} refused with {status} {phrase(status)}" + (f" ({said})" if said else ""),
         hint="this answer is not retried; create a fresh asset and upload again",

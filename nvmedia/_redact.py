@@ -8,6 +8,7 @@ shown; ``redact_text`` cleans URLs inside free text (error bodies, log lines).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Final
@@ -70,3 +71,35 @@ def install_log_redaction() -> None:
     httpx_logger = logging.getLogger("httpx")
     if not any(isinstance(f, _RedactQueryStrings) for f in httpx_logger.filters):
         httpx_logger.addFilter(_RedactQueryStrings())
+
+
+def s3_error_fields(text: str) -> tuple[str, str]:
+    """The ``Code`` and ``Message`` of an S3 XML error body (empty when absent)."""
+    code = re.search(r"<Code>([^<]{0,100})</Code>", text)
+    message = re.search(r"<Message>([^<]{0,300})</Message>", text)
+    return (code.group(1) if code else "", message.group(1) if message else "")
+
+
+def error_detail(resp: httpx.Response) -> str:
+    """A short, redacted explanation from an error body (problem details, OpenAI's error object, S3 XML or text)."""
+    text = resp.text[:4000]
+    found = ""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        for candidate in (body.get("detail"), body.get("message"), error, body.get("title")):
+            if isinstance(candidate, dict):
+                candidate = candidate.get("message")
+            if isinstance(candidate, str) and candidate:
+                found = candidate
+                break
+    elif "<Error>" in text:
+        code, message = s3_error_fields(text)
+        found = f"{code}: {message}" if code else message
+    else:
+        found = " ".join(text.split())
+    found = redact_text(found)
+    return found[:300] + ("..." if len(found) > 300 else "")

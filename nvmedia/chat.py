@@ -39,6 +39,7 @@ import tenacity
 
 from ._asset_endpoint import is_loopback_host
 from ._asset_retry import RetryableStatus
+from ._redact import error_detail
 from .assets import parse_retry_after, redact_url, retry_policy
 from .errors import ChatError, ConfigError, NVMediaError, PlanError
 from .option_table import ref
@@ -183,27 +184,6 @@ class Answer:
     finish_reason: str | None = None
     latency_s: float = 0.0
     response: dict[str, Any] = field(default_factory=dict, repr=False)
-
-
-def _detail(resp: httpx.Response) -> str:
-    """A short explanation from an error body (problem details, OpenAI's error object, or text)."""
-    text = resp.text[:4000]
-    found = ""
-    try:
-        body = json.loads(text)
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        for candidate in (body.get("detail"), body.get("error"), body.get("message"), body.get("title")):
-            if isinstance(candidate, dict):
-                candidate = candidate.get("message")
-            if isinstance(candidate, str) and candidate:
-                found = candidate
-                break
-    else:
-        found = text
-    found = " ".join(found.split())
-    return found[:300] + ("..." if len(found) > 300 else "")
 
 
 def sse_data(lines: Iterable[str]) -> Iterator[str]:
@@ -394,7 +374,7 @@ class ChatClient:
                 if resp.status_code == 429 or resp.status_code >= 500:
                     resp.read()
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                    raise RetryableStatus(resp.status_code, retry_after, _detail(resp))
+                    raise RetryableStatus(resp.status_code, retry_after, error_detail(resp))
                 if not stream or resp.status_code != 200:
                     resp.read()
             except BaseException:
@@ -430,7 +410,7 @@ class ChatClient:
 
     def _refused(self, resp: httpx.Response) -> ChatError:
         status = resp.status_code
-        detail = _detail(resp)
+        detail = error_detail(resp)
         said = f": {detail}" if detail else ""
         if status in (401, 403):
             return ChatError(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
+from .arg_types import int_at_least
 from .cli_chat import add_parsers, cmd_batch, cmd_chat
 from .errors import ConfigError, NVMediaError, no_space_error
 from .names import shown
@@ -76,14 +77,7 @@ class _Parser(argparse.ArgumentParser):
         super().error(redact_usage_error(message))
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+_positive_int = int_at_least(1)
 
 
 def _size_type(flag: str, *, allow_zero: bool) -> Callable[[str], int]:

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from .arg_types import int_at_least
 from .errors import ConfigError, NVMediaError
 from .names import shown
 from .signals import interrupt_on_signals
@@ -39,24 +40,8 @@ DEFAULT_BATCH_JOBS = 4
 _DIM, _RESET = "\x1b[2m", "\x1b[0m"
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def _budget(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < -1:
-        raise argparse.ArgumentTypeError(f"expected a number >= -1 (-1: no budget), got {value}")
-    return value
+_count = int_at_least(1)
+_budget = int_at_least(-1, "-1: no budget")
 
 
 def _finite(text: str) -> float:
