@@ -1,7 +1,7 @@
 """Temporary work folders that a killed run leaves behind, and their removal by the next run.
 
-A run keeps its converted copies in ``$TMPDIR/nvmedia-XXXX`` (the emulator its uploaded bytes
-in ``nvmedia-emulator-XXXX``) and removes the folder when it ends. A SIGKILL, an out-of-memory
+A run keeps its converted copies in ``$TMPDIR/nvmedia-<random>`` (the emulator its uploaded bytes
+in ``nvmedia-emulator-<random>``) and removes the folder when it ends. A SIGKILL, an out-of-memory
 kill or a power cut leaves no chance to, and those folders hold copies of private media. So
 each folder holds an owner file naming the process that made it: its pid, its start time
 (``/proc/PID/stat``) and the boot it ran in, so that a pid reused by a later process, or after
