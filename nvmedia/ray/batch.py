@@ -12,9 +12,8 @@ import pickle
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from .. import signals
 from ..batch import BatchSettings, Unit, run_batch
-from .cli import ray_job
+from .cli import finished_blocks, ray_job
 from .session import check_address, import_ray
 
 UNITS_PER_TASK: Final = 16
@@ -62,15 +61,9 @@ def run_batch_on_ray(
             batch_format="pyarrow",
             concurrency=(1, max(1, cpus)),
         )
-        batches = iter(answered.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0))
         done = 0
         try:
-            while True:
-                signals.checkpoint()
-                with signals.interruptible():
-                    batch: Any = next(batches, None)
-                if batch is None:
-                    break
+            for batch in finished_blocks(answered):
                 for blob in batch.column(RECORD_COLUMN).to_pylist():
                     on_record(units[done], pickle.loads(blob))
                     done += 1

@@ -128,18 +128,8 @@ def run_on_ray(
                         output="items",
                     )
                     try:
-                        # No prefetching: Ray Data's prefetch thread held finished blocks back until the
-                        # next one was done, and the manifest is written as sources finish.
-                        batches = iter(
-                            prepared.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0)
-                        )
                         done = 0
-                        while True:
-                            signals.checkpoint()
-                            with signals.interruptible():
-                                batch: Any = next(batches, None)
-                            if batch is None:
-                                break
+                        for batch in finished_blocks(prepared):
                             for blob in batch.column(ITEMS_COLUMN).to_pylist():
                                 items: list[Item] = pickle.loads(blob)
                                 for item in items:
@@ -181,6 +171,23 @@ def _as_given(kept: str | None, absolute: Path | None, given: Path | None) -> st
     if kept is None or absolute is None or given is None:
         return kept
     return os.path.join(given, os.path.relpath(kept, absolute))
+
+
+def finished_blocks(dataset: Any) -> Iterator[Any]:
+    """The Dataset's blocks as pyarrow tables, in order, each as soon as it is done.
+
+    Between blocks a stop signal is honoured (``signals``): waiting for the next block is
+    interruptible. No prefetching: Ray Data's prefetch thread held finished blocks back until
+    the next one was done, and the CLI writes its output as sources finish.
+    """
+    batches = iter(dataset.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0))
+    while True:
+        signals.checkpoint()
+        with signals.interruptible():
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch
 
 
 @contextmanager
