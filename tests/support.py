@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import select
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,3 +28,18 @@ def corpus_expectations() -> list[dict[str, Any]]:
     data = json.loads((CORPUS / "expectations.json").read_text(encoding="utf-8"))
     files: list[dict[str, Any]] = data["files"]
     return files
+
+
+def read_until(fd: int, needle: bytes, guard_s: float) -> bytes:
+    """Read a pipe until ``needle`` shows up; ``guard_s`` only guards against a hang, never the verdict."""
+    seen = b""
+    deadline = time.monotonic() + guard_s
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"never saw {needle!r}; got {seen[-3000:]!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 65536)
+            assert chunk, f"the pipe closed before {needle!r}; got {seen[-3000:]!r}"
+            seen += chunk
+    return seen

@@ -15,13 +15,11 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback only: Ray read
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
 import re
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +32,7 @@ import ray
 import ray.data
 from chat_server import Exchange, chat_server
 from rerun_support import age
-from support import CORPUS, sha256_file
+from support import CORPUS, read_until, sha256_file
 
 import nvmedia.ray
 from nvmedia.cli import main
@@ -369,17 +367,7 @@ HANG_GUARD_S = 300
 
 
 def _read_until(fd: int, needle: bytes) -> bytes:
-    seen = b""
-    deadline = time.monotonic() + HANG_GUARD_S
-    while needle not in seen:
-        left = deadline - time.monotonic()
-        assert left > 0, f"never saw {needle!r}; got {seen[-3000:]!r}"
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            chunk = os.read(fd, 65536)
-            assert chunk, f"the pipe closed before {needle!r}; got {seen[-3000:]!r}"
-            seen += chunk
-    return seen
+    return read_until(fd, needle, HANG_GUARD_S)
 
 
 def _alive(pid: int) -> bool:

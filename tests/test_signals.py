@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from rerun_support import age
-from support import CORPUS
+from support import CORPUS, read_until
 
 from nvmedia.testing import NVCFEmulator
 
@@ -31,18 +31,7 @@ HANG_GUARD_S = 180
 
 
 def _read_until(fd: int, needle: bytes) -> bytes:
-    """Read a pipe until ``needle`` shows up (the timeout only guards against a hang)."""
-    seen = b""
-    deadline = time.monotonic() + HANG_GUARD_S
-    while needle not in seen:
-        left = deadline - time.monotonic()
-        assert left > 0, f"never saw {needle!r}; got {seen[-3000:]!r}"
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            chunk = os.read(fd, 65536)
-            assert chunk, f"the pipe closed before {needle!r}; got {seen[-3000:]!r}"
-            seen += chunk
-    return seen
+    return read_until(fd, needle, HANG_GUARD_S)
 
 
 def _descendants(pid: int) -> list[int]:
